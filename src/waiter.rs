@@ -1,0 +1,257 @@
+//! Waiter nodes and the lock-free stack of them that lives in a promise's state word.
+//!
+//! A blocked thread or a pending `wait_async` future owns one [`Waiter`], shared through an
+//! `Arc` with the stack it is linked into. The stack's head pointer shares one `AtomicUsize`
+//! with the promise's tag bits (see [`crate::state`]), so "push unless done" and "take every
+//! waiter and publish DONE" are each a single atomic operation and no wake-up can be lost
+//! between them.
+//!
+//! A node's `status`:
+//!
+//! ```text
+//!            push (waiter)            take + wake (setter, abandoning drop, pruner)
+//!  (new) ───────────────────> WAITING ─────────────────────────────> WOKEN ──┐
+//!                               │  ^                                          │
+//!                   give up     │  └──────── re-push (waiter) ────────────────┘
+//!              (timeout, drop)  v
+//!                           CANCELLED ── unlinked and freed by the next prune
+//! ```
+//!
+//! Whoever holds a node in a stack (the stack itself, or a thread that took the whole stack
+//! out) holds one `Arc` reference to it, and is the only one who reads or writes its `next`.
+//!
+//! **Bounded memory.** A waiter that gives up (timeout, dropped future) marks its node
+//! CANCELLED and prunes: it takes the whole stack out in one `fetch_and`, drops the cancelled
+//! nodes and splices the rest back. So the stack holds the live waiters plus, at most, nodes
+//! cancelled while another prune had the stack out, which the next prune frees: a million
+//! timed-out waits leave nothing behind.
+
+use crate::state::{ptr_bits, TAGS};
+use crate::sync::{self, thread::Thread, Arc, AtomicU8, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
+use std::ptr;
+use std::task::Waker;
+
+/// The node is linked into a stack (or held by someone who took the stack out).
+pub(crate) const WAITING: u8 = 0;
+/// Someone took the node out of the stack and woke it; the stack's reference is gone.
+pub(crate) const WOKEN: u8 = 1;
+/// The owner gave up waiting; the stack still holds a reference until a prune unlinks it.
+pub(crate) const CANCELLED: u8 = 2;
+
+/// How to wake the owner of a node.
+enum Wake {
+    Thread(Thread),
+    Task(AtomicWaker),
+}
+
+/// One waiting thread or task. Aligned to 8 so the low three bits of its address are free for
+/// the promise's tag bits.
+#[repr(align(8))]
+pub(crate) struct Waiter {
+    status: AtomicU8,
+    /// The next node down the stack. Only the holder of the node (see the module docs) touches
+    /// it, and a holder learns of the node through an acquiring read of the state word, which
+    /// orders it after the previous holder's writes.
+    next: UnsafeCell<*const Waiter>,
+    wake: Wake,
+}
+
+// SAFETY: `next` is a raw pointer that only the node's current holder reads or writes, and
+// holders hand nodes over through Release/Acquire operations on the state word (module
+// docs); `status` is atomic, and `Thread` and `AtomicWaker` are `Send + Sync`.
+unsafe impl Send for Waiter {}
+// SAFETY: as above.
+unsafe impl Sync for Waiter {}
+
+impl Waiter {
+    /// A node for the calling thread, woken by `unpark`.
+    pub(crate) fn for_thread(thread: Thread) -> Arc<Waiter> {
+        Arc::new(Waiter {
+            status: AtomicU8::new(WAITING),
+            next: UnsafeCell::new(ptr::null()),
+            wake: Wake::Thread(thread),
+        })
+    }
+
+    /// A node for an async task, woken through its `Waker`.
+    pub(crate) fn for_task(waker: &Waker) -> Arc<Waiter> {
+        let atomic = AtomicWaker::new();
+        sync::register_waker(&atomic, waker);
+        Arc::new(Waiter {
+            status: AtomicU8::new(WAITING),
+            next: UnsafeCell::new(ptr::null()),
+            wake: Wake::Task(atomic),
+        })
+    }
+
+    /// Replaces the task's waker (a future may be polled with a new one each time).
+    pub(crate) fn register(&self, waker: &Waker) {
+        if let Wake::Task(atomic) = &self.wake {
+            sync::register_waker(atomic, waker);
+        }
+    }
+
+    /// Whether a holder took this node out of its stack and woke it.
+    pub(crate) fn is_woken(&self) -> bool {
+        // ORDERING: Acquire pairs with the Release in `wake_list`; the waiter then re-reads the
+        // promise state with Acquire anyway, so this only decides whether to look.
+        self.status.load(Ordering::Acquire) == WOKEN
+    }
+
+    /// Makes a woken node pushable again. Only the owner calls this, after it saw WOKEN, when
+    /// no stack holds the node.
+    pub(crate) fn rearm(&self) {
+        // ORDERING: Relaxed: the push that follows publishes the node with a Release CAS.
+        self.status.store(WAITING, Ordering::Relaxed);
+    }
+
+    /// The owner gives up waiting. Returns `false` if a holder woke the node first (then the
+    /// stack no longer holds it and there is nothing to prune).
+    pub(crate) fn cancel(&self) -> bool {
+        // ORDERING: AcqRel decides the WAITING node's fate against a concurrent `wake_list`;
+        // Acquire on failure pairs with its Release so the woken owner sees the promise state.
+        self.status
+            .compare_exchange(WAITING, CANCELLED, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+/// Pushes `node` onto the stack in `state` unless `state` has any bit of `closed` set.
+/// Returns `false` (and keeps the node unlinked) when it is closed.
+pub(crate) fn push(state: &AtomicUsize, node: &Arc<Waiter>, closed: usize) -> bool {
+    let raw = Arc::into_raw(node.clone());
+    // ORDERING: Acquire: if this already shows the state closed, the caller reads what the
+    // closing write published (the promise's result) without another load.
+    let mut cur = state.load(Ordering::Acquire);
+    loop {
+        if cur & closed != 0 {
+            // SAFETY: `raw` came from `Arc::into_raw` above and was never published.
+            drop(unsafe { Arc::from_raw(raw) });
+            return false;
+        }
+        // SAFETY: the node is not in any stack (it is new, or its owner saw WOKEN and rearmed
+        // it), so nobody else reads or writes its `next` until the CAS publishes it.
+        node.next
+            .with_mut(|next| unsafe { *next = ptr_bits(cur) as *const Waiter });
+        // ORDERING: Release publishes `next` (and the node) to whoever takes the stack;
+        // Acquire on both outcomes makes the caller's later reads of the state word current.
+        match state.compare_exchange_weak(
+            cur,
+            raw as usize | (cur & TAGS),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return true,
+            Err(actual) => cur = actual,
+        }
+    }
+}
+
+/// Takes the whole stack out of `state`, leaving the tag bits as they are. The caller now
+/// holds every node of the returned list.
+pub(crate) fn take(state: &AtomicUsize) -> *const Waiter {
+    // ORDERING: AcqRel: Acquire to read the nodes' `next` written before their pushes; Release
+    // so a later pusher that reads this value is ordered after what the caller did before.
+    ptr_bits(state.fetch_and(TAGS, Ordering::AcqRel)) as *const Waiter
+}
+
+/// Wakes every node of a list the caller holds and drops the list's references.
+pub(crate) fn wake_list(mut node: *const Waiter) {
+    while !node.is_null() {
+        // SAFETY: the caller holds the list, so each node is alive (the list owns one `Arc`
+        // reference to it) and nobody else touches its `next`.
+        let waiter = unsafe { Arc::from_raw(node) };
+        // Read `next` before waking: once WOKEN, the owner may re-push the node and rewrite it.
+        // SAFETY: as above, the caller holds the node.
+        node = waiter.next.with(|next| unsafe { *next });
+        // ORDERING: Release pairs with the owner's Acquire in `is_woken`/`cancel`; the owner
+        // re-reads the state word to learn why it was woken.
+        if waiter
+            .status
+            .compare_exchange(WAITING, WOKEN, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+        {
+            match &waiter.wake {
+                Wake::Thread(thread) => thread.unpark(),
+                Wake::Task(atomic) => atomic.wake(),
+            }
+        }
+    }
+}
+
+/// Drops a list without waking anyone (the promise itself is being freed).
+pub(crate) fn drop_list(mut node: *const Waiter) {
+    while !node.is_null() {
+        // SAFETY: as in `wake_list`: the caller holds every node of the list.
+        let waiter = unsafe { Arc::from_raw(node) };
+        // SAFETY: as above.
+        node = waiter.next.with(|next| unsafe { *next });
+    }
+}
+
+/// Unlinks and frees the CANCELLED nodes of the stack in `state`. Live nodes go back on the
+/// stack; if `state` was closed meanwhile (any bit of `closed`), they are woken instead,
+/// because whoever closed it found the stack empty. Returns whether live nodes were put back.
+pub(crate) fn prune(state: &AtomicUsize, closed: usize) -> bool {
+    let mut node = take(state);
+    let mut keep_head: *const Waiter = ptr::null();
+    let mut keep_tail: *const Waiter = ptr::null();
+    while !node.is_null() {
+        // SAFETY: `take` handed this list to us; each node is alive and ours to relink.
+        let next = unsafe { &*node }.next.with(|next| unsafe { *next });
+        // SAFETY: as above.
+        let status = unsafe { &*node }.status.load(Ordering::Relaxed);
+        // ORDERING: Relaxed: a stale WAITING only keeps a node one prune longer.
+        if status == CANCELLED {
+            // SAFETY: drops the stack's reference to a node we hold.
+            drop(unsafe { Arc::from_raw(node) });
+        } else {
+            if keep_head.is_null() {
+                keep_head = node;
+            } else {
+                // SAFETY: `keep_tail` is a node we hold.
+                unsafe { &*keep_tail }
+                    .next
+                    .with_mut(|next| unsafe { *next = node });
+            }
+            keep_tail = node;
+        }
+        node = next;
+    }
+    if keep_head.is_null() {
+        return false;
+    }
+    // The kept tail may still point at a node we just freed: end the list here.
+    // SAFETY: `keep_tail` is a node we hold.
+    unsafe { &*keep_tail }
+        .next
+        .with_mut(|next| unsafe { *next = ptr::null() });
+    splice(state, keep_head, keep_tail, closed)
+}
+
+/// Puts a held list back on the stack in `state`, in front of what was pushed meanwhile, or
+/// wakes it if `state` was closed. Returns whether it was put back.
+fn splice(state: &AtomicUsize, head: *const Waiter, tail: *const Waiter, closed: usize) -> bool {
+    // ORDERING: Acquire so a closed state's value is visible to the nodes' owners we wake.
+    let mut cur = state.load(Ordering::Acquire);
+    loop {
+        if cur & closed != 0 {
+            wake_list(head);
+            return false;
+        }
+        // SAFETY: we hold the list, so `tail` is alive and its `next` is ours.
+        unsafe { &*tail }
+            .next
+            .with_mut(|next| unsafe { *next = ptr_bits(cur) as *const Waiter });
+        // ORDERING: as in `push`.
+        match state.compare_exchange_weak(
+            cur,
+            head as usize | (cur & TAGS),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => return true,
+            Err(actual) => cur = actual,
+        }
+    }
+}
