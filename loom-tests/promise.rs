@@ -23,7 +23,12 @@ fn model(f: impl Fn() + Sync + Send + 'static) {
 /// run does not fit CI; each such test says so.
 fn bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
     let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(builder.preemption_bound.unwrap_or(preemptions).min(preemptions));
+    builder.preemption_bound = Some(
+        builder
+            .preemption_bound
+            .unwrap_or(preemptions)
+            .min(preemptions),
+    );
     builder.check(f);
 }
 
@@ -269,7 +274,10 @@ fn timed_out_wait_vs_abandon_vs_waiter() {
         let w = thread::spawn(move || assert_eq!(waiter.wait(), Err(PromiseError::Abandoned)));
         let t = thread::spawn(move || drop(other));
         let r = p.result(Duration::from_secs(1));
-        assert!(matches!(r, Err(PromiseError::Timeout | PromiseError::Abandoned)), "{r:?}");
+        assert!(
+            matches!(r, Err(PromiseError::Timeout | PromiseError::Abandoned)),
+            "{r:?}"
+        );
         t.join().unwrap();
         w.join().unwrap();
     });

@@ -1,1 +1,141 @@
+//! Loom models of the action queue's worker-alive protocol: one model per race.
+//!
+//! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_queue`.
+//! Worker threads are loom threads, and loom allows at most 5 threads per model (counting
+//! every worker incarnation), so each model puts at most two batches of work. Under loom a
+//! keep-alive park yields once and then times out, so the linger-then-retire path is
+//! explored without a clock.
+//!
+//! The queue models are bounded (`LOOM_MAX_PREEMPTIONS`-style, set per test): each has the
+//! main thread plus one to three worker incarnations, and the loom stand-in for `SegQueue`
+//! (a loom `Mutex<VecDeque>`) makes every push, pop and emptiness check a scheduling point,
+//! so the state space grows about fourfold per extra preemption (`put_vs_retire`: 0.2 s at
+//! 2, 1.8 s at 4, 6 s at 5, 22 s at 6) and the unbounded run does not finish in 10
+//! minutes. The bounds below keep the whole suite within a few minutes.
 #![cfg(loom)]
+
+use loom::sync::atomic::{AtomicUsize, Ordering};
+use loom::sync::Arc;
+use loom::thread;
+use orderslip::{ActionQueue, PromiseError};
+use std::time::Duration;
+
+/// A model bounded to `preemptions` preemptions, for races whose exhaustive run does not fit
+/// CI; each such test says so.
+fn bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
+    let mut builder = loom::model::Builder::new();
+    builder.preemption_bound = Some(
+        builder
+            .preemption_bound
+            .unwrap_or(preemptions)
+            .min(preemptions),
+    );
+    builder.check(f);
+}
+
+fn zero_keep_alive() -> ActionQueue {
+    ActionQueue::builder().keep_alive(Duration::ZERO).build()
+}
+
+/// put ∥ retire (the lost wake-up): the worker runs the first action and retires while the
+/// second is put; the second must run, after the first.
+#[test]
+fn put_vs_retire() {
+    bounded(5, || {
+        let queue = zero_keep_alive();
+        let log = Arc::new(AtomicUsize::new(0));
+        let first = log.clone();
+        queue.put(move || {
+            assert_eq!(first.swap(1, Ordering::Relaxed), 0);
+        });
+        let second = log.clone();
+        let done = queue.submit(move || second.swap(2, Ordering::Relaxed));
+        assert_eq!(done.wait(), Ok(&1), "the second action ran after the first");
+        assert_eq!(log.load(Ordering::Relaxed), 2);
+    });
+}
+
+/// Two producers' puts ∥ a retiring worker: every action runs exactly once.
+///
+/// Bounded to 3 preemptions: two producers plus up to two worker incarnations.
+#[test]
+fn two_puts_vs_retire() {
+    bounded(3, || {
+        let queue = Arc::new(zero_keep_alive());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (q, r) = (queue.clone(), runs.clone());
+        let producer = thread::spawn(move || {
+            let r2 = r.clone();
+            q.submit(move || r2.fetch_add(1, Ordering::Relaxed))
+        });
+        let r = runs.clone();
+        let mine = queue.submit(move || r.fetch_add(1, Ordering::Relaxed));
+        let theirs = producer.join().unwrap();
+        let a = *mine.wait().unwrap();
+        let b = *theirs.wait().unwrap();
+        assert_eq!(a + b, 1, "one ran first (saw 0), the other second (saw 1)");
+        assert_eq!(runs.load(Ordering::Relaxed), 2);
+    });
+}
+
+/// A keep-alive park timing out ∥ a put: the put either unparks the lingering worker (the
+/// retiring CAS fails) or finds it retired and spawns a new one; the action runs either way.
+#[test]
+fn keep_alive_timeout_vs_put() {
+    bounded(4, || {
+        let queue = ActionQueue::builder()
+            .keep_alive(Duration::from_secs(1))
+            .build();
+        let first = queue.submit(|| 1);
+        assert_eq!(first.wait(), Ok(&1));
+        let second = queue.submit(|| 2);
+        assert_eq!(second.wait(), Ok(&2));
+    });
+}
+
+/// A panicking action ∥ a put: the panic is caught, the worker's bookkeeping survives, and
+/// the next action runs.
+#[test]
+fn panicking_action_vs_put() {
+    bounded(4, || {
+        let queue = zero_keep_alive();
+        let failed = queue.submit(|| -> u8 { panic!("boom") });
+        let next = queue.submit(|| 7u8);
+        assert_eq!(next.wait(), Ok(&7));
+        match failed.wait() {
+            Err(PromiseError::Failed(e)) => assert_eq!(e.message(), Some("boom")),
+            other => panic!("unexpected {other:?}"),
+        }
+    });
+}
+
+/// Drop of the queue ∥ a running worker: the queued actions still run, and the worker exits
+/// (loom fails a model whose threads never finish).
+#[test]
+fn drop_vs_running_worker() {
+    bounded(4, || {
+        let queue = ActionQueue::builder()
+            .keep_alive(Duration::from_secs(1))
+            .build();
+        let first = queue.submit(|| 1);
+        let second = queue.submit(|| 2);
+        drop(queue);
+        assert_eq!(first.wait(), Ok(&1));
+        assert_eq!(second.wait(), Ok(&2));
+    });
+}
+
+/// An action that drops the last handle to its own queue: the worker finishes and exits.
+#[test]
+fn action_drops_its_own_queue() {
+    bounded(4, || {
+        let queue = Arc::new(zero_keep_alive());
+        let handle = std::sync::Mutex::new(Some(queue.clone()));
+        let done = queue.submit(move || {
+            drop(handle.lock().unwrap().take());
+            3
+        });
+        drop(queue);
+        assert_eq!(done.wait(), Ok(&3));
+    });
+}

@@ -27,7 +27,9 @@
 //! timed-out waits leave nothing behind.
 
 use crate::state::{ptr_bits, TAGS};
-use crate::sync::{self, thread::Thread, Arc, AtomicU8, AtomicUsize, AtomicWaker, Ordering, UnsafeCell};
+use crate::sync::{
+    self, thread::Thread, Arc, AtomicU8, AtomicUsize, AtomicWaker, Ordering, UnsafeCell,
+};
 use std::ptr;
 use std::task::Waker;
 
