@@ -73,7 +73,8 @@ struct CallbackNode<T, E> {
 }
 
 /// The callback stack's value once the setter has taken it: registrars that see it run their
-/// callback themselves. Address 1 is never a `CallbackNode` (they are aligned to 8).
+/// callback themselves. It is the address just past a node at address 0, which no heap
+/// allocation can have; it is only compared, never dereferenced.
 fn closed<T, E>() -> *mut CallbackNode<T, E> {
     ptr::null_mut::<CallbackNode<T, E>>().wrapping_add(1)
 }

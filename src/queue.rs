@@ -277,7 +277,7 @@ impl ActionQueue {
         F: FnOnce() -> R + Send + 'static,
         R: Send + Sync + 'static,
     {
-        let promise = Promise::with_setter_kind(Setter::Queue(self.shared.id));
+        let promise = self.promise();
         let setter = promise.clone();
         self.put(move || {
             let _ = match panic::catch_unwind(AssertUnwindSafe(f)) {
@@ -290,6 +290,26 @@ impl ActionQueue {
             };
         });
         promise
+    }
+
+    /// A pending promise that an action of this queue is to set, for results that an action
+    /// produces by hand (as opposed to [`submit`](ActionQueue::submit)). Its designated
+    /// setter is the queue: waiting for it from inside an action of this queue while it is
+    /// pending fails at once with [`PromiseError::Deadlock`](crate::PromiseError::Deadlock),
+    /// whichever worker thread the queue runs at the time.
+    ///
+    /// ```
+    /// use orderslip::{ActionQueue, Promise};
+    /// use std::time::Duration;
+    ///
+    /// let queue = ActionQueue::new();
+    /// let reply: Promise<String, String> = queue.promise();
+    /// let setter = reply.clone();
+    /// queue.put(move || setter.set_result("pong".to_string()).unwrap());
+    /// assert_eq!(reply.result(Duration::from_secs(5)).map(String::as_str), Ok("pong"));
+    /// ```
+    pub fn promise<T, E>(&self) -> Promise<T, E> {
+        Promise::with_setter_kind(Setter::Queue(self.shared.id))
     }
 
     /// Whether a worker thread exists now (running actions, or idle within its keep-alive).

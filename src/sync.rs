@@ -128,8 +128,8 @@ pub(crate) fn park_until(deadline: Option<std::time::Instant>) -> bool {
     }
 }
 
-/// Whether `deadline` has passed. Under loom every deadline counts as passed once it is
-/// asked about after a park (see [`park_until`]); before, only a zero timeout has passed.
+/// Whether `deadline` has passed (by the real clock, also under loom: there, the timed park
+/// itself reports the timeout).
 pub(crate) fn deadline_passed(deadline: Option<std::time::Instant>) -> bool {
     match deadline {
         None => false,

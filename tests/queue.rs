@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
-use util::{wait_until, DEADLINE};
+use util::{owned, wait_until, DEADLINE};
 
 fn seed_queue() -> ActionQueue {
     ActionQueue::builder().keep_alive(Duration::ZERO).build()
@@ -170,6 +170,21 @@ fn waiting_inside_the_queue_for_its_own_work_is_a_deadlock() {
     );
     // Outside the queue the same kind of promise is fine.
     assert_eq!(queue.submit(|| 6).result(DEADLINE), Ok(&6));
+}
+
+#[test]
+fn a_queue_made_promise_guards_against_waiting_inside_the_queue() {
+    let queue = Arc::new(ActionQueue::new());
+    let reply: orderslip::Promise<u8, ()> = queue.promise();
+    let (waiting, setter) = (reply.clone(), reply.clone());
+    let inside = queue.submit(move || owned(waiting.result(Duration::from_secs(60))));
+    assert_eq!(inside.result(DEADLINE), Ok(&Err(PromiseError::Deadlock)));
+    queue.put(move || setter.set_result(1).unwrap());
+    assert_eq!(
+        reply.result(DEADLINE),
+        Ok(&1),
+        "outside the queue it is an ordinary wait"
+    );
 }
 
 #[test]

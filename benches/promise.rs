@@ -1,0 +1,531 @@
+//! Promise benchmarks: orderslip's `Promise` beside the std baseline (`Mutex<Option<T>>` +
+//! `Condvar`, in `benches/common`), `oneshot`, `std::sync::OnceLock`, `crossbeam-channel`
+//! and `std::sync::mpsc`, each group doing identical work with every peer in one process.
+//!
+//! Run everything: `cargo bench --bench promise`. Run one group:
+//!
+//! ```sh
+//! cargo bench --bench promise -- promise/single_thread
+//! cargo bench --bench promise -- promise/ping_pong
+//! cargo bench --bench promise -- promise/fan_out
+//! ```
+//!
+//! Groups:
+//! - `promise/single_thread`: one iteration creates a promise, sets it, reads it and drops it
+//!   on one thread.
+//! - `promise/ping_pong`: one iteration is a round trip between two threads, each side
+//!   waiting for a promise the other sets. The write-once kinds (orderslip, the std baseline,
+//!   oneshot) use a fresh pair per round trip: each reply carries the slot for the next
+//!   request. The channels (crossbeam `bounded(1)`, `mpsc`) are reused.
+//! - `promise/fan_out`: one iteration sets one promise that 2 threads wait for; the second
+//!   of them to see it sets an acknowledgement that the setter waits for (so one iteration
+//!   is one 1→2 wake-up plus one 1→1 wake-up, the same for every peer). The value carries
+//!   the next promise, so each iteration uses two fresh promises.
+//!
+//! Every thread-crossing bench spawns its helper threads once per sample (outside the timed
+//! region, via `iter_custom`) and does one untimed round first.
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
+use orderslip::Promise;
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{mpsc, Arc, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+mod common;
+use common::StdPromise;
+
+type Group<'a> = BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+fn configure(group: &mut Group<'_>) {
+    group
+        .warm_up_time(common::WARM_UP)
+        .measurement_time(common::MEASURE)
+        .sample_size(common::SAMPLES);
+}
+
+// ---------------------------------------------------------------------------------------
+// promise/single_thread
+// ---------------------------------------------------------------------------------------
+
+fn single_thread(c: &mut Criterion) {
+    let mut group = c.benchmark_group("promise/single_thread");
+    configure(&mut group);
+
+    group.bench_function("orderslip", |b| {
+        b.iter(|| {
+            let p: Promise<u64, ()> = Promise::new();
+            p.set_result(black_box(7)).unwrap();
+            let v = *p.wait().unwrap();
+            drop(p);
+            v
+        })
+    });
+    group.bench_function("orderslip_no_setter", |b| {
+        b.iter(|| {
+            let p: Promise<u64, ()> = Promise::with_setter(None);
+            p.set_result(black_box(7)).unwrap();
+            let v = *p.try_result().unwrap().unwrap();
+            drop(p);
+            v
+        })
+    });
+    group.bench_function("std_mutex_condvar", |b| {
+        b.iter(|| {
+            let p: StdPromise<u64> = StdPromise::new();
+            p.set(black_box(7));
+            let v = p.wait_with(|v| *v);
+            drop(p);
+            v
+        })
+    });
+    group.bench_function("oneshot", |b| {
+        b.iter(|| {
+            let (tx, rx) = oneshot::channel::<u64>();
+            tx.send(black_box(7)).unwrap();
+            rx.recv().unwrap()
+        })
+    });
+    // Shareable like the others (one allocation)...
+    group.bench_function("oncelock_arc", |b| {
+        b.iter(|| {
+            let p: Arc<OnceLock<u64>> = Arc::new(OnceLock::new());
+            p.set(black_box(7)).unwrap();
+            let v = *p.get().unwrap();
+            drop(p);
+            v
+        })
+    });
+    // ...and on the stack (no allocation), for reference.
+    group.bench_function("oncelock_stack", |b| {
+        b.iter(|| {
+            let p: OnceLock<u64> = OnceLock::new();
+            p.set(black_box(7)).unwrap();
+            let v = *black_box(&p).get().unwrap();
+            drop(p);
+            v
+        })
+    });
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// promise/ping_pong
+// ---------------------------------------------------------------------------------------
+
+/// Marks the last message of a chain: the echo thread stops without replying.
+const STOP: u64 = u64::MAX;
+
+/// An orderslip message: a number and the promise the receiver sets in reply.
+struct Msg {
+    n: u64,
+    reply: Promise<Msg, ()>,
+}
+
+/// Runs `iters` round trips of orderslip promises, a fresh pair per round trip.
+fn ping_pong_orderslip(iters: u64) -> Duration {
+    let first: Promise<Msg, ()> = Promise::with_setter(None);
+    let mut inbox = first.clone();
+    let echo = thread::spawn(move || loop {
+        let (n, reply) = {
+            let m = inbox.wait().unwrap();
+            (m.n, m.reply.clone())
+        };
+        if n == STOP {
+            return;
+        }
+        let next: Promise<Msg, ()> = Promise::with_setter(None);
+        reply
+            .set_result(Msg {
+                n,
+                reply: next.clone(),
+            })
+            .ok()
+            .unwrap();
+        inbox = next;
+    });
+    let mut to_echo = first;
+    let mut round = |n: u64| {
+        let reply: Promise<Msg, ()> = Promise::with_setter(None);
+        to_echo
+            .set_result(Msg {
+                n,
+                reply: reply.clone(),
+            })
+            .ok()
+            .unwrap();
+        let m = reply.wait().unwrap();
+        debug_assert_eq!(m.n, n);
+        to_echo = m.reply.clone();
+    };
+    round(0); // untimed: the echo thread is up
+    let start = Instant::now();
+    for n in 1..=iters {
+        round(n);
+    }
+    let elapsed = start.elapsed();
+    let stop: Promise<Msg, ()> = Promise::with_setter(None);
+    to_echo
+        .set_result(Msg {
+            n: STOP,
+            reply: stop,
+        })
+        .ok()
+        .unwrap();
+    echo.join().unwrap();
+    elapsed
+}
+
+/// A std-baseline message.
+struct StdMsg {
+    n: u64,
+    reply: StdPromise<StdMsg>,
+}
+
+fn ping_pong_std(iters: u64) -> Duration {
+    let first: StdPromise<StdMsg> = StdPromise::new();
+    let mut inbox = first.clone();
+    let echo = thread::spawn(move || loop {
+        let StdMsg { n, reply } = inbox.take();
+        if n == STOP {
+            return;
+        }
+        let next = StdPromise::new();
+        reply.set(StdMsg {
+            n,
+            reply: next.clone(),
+        });
+        inbox = next;
+    });
+    let mut to_echo = first;
+    let mut round = |n: u64| {
+        let reply = StdPromise::new();
+        to_echo.set(StdMsg {
+            n,
+            reply: reply.clone(),
+        });
+        let m = reply.take();
+        debug_assert_eq!(m.n, n);
+        to_echo = m.reply;
+    };
+    round(0);
+    let start = Instant::now();
+    for n in 1..=iters {
+        round(n);
+    }
+    let elapsed = start.elapsed();
+    to_echo.set(StdMsg {
+        n: STOP,
+        reply: StdPromise::new(),
+    });
+    echo.join().unwrap();
+    elapsed
+}
+
+/// A oneshot message: the sender for the reply.
+struct OneshotMsg {
+    n: u64,
+    reply: oneshot::Sender<OneshotMsg>,
+}
+
+fn ping_pong_oneshot(iters: u64) -> Duration {
+    let (first_tx, first_rx) = oneshot::channel::<OneshotMsg>();
+    let echo = thread::spawn(move || {
+        let mut inbox = first_rx;
+        loop {
+            let OneshotMsg { n, reply } = inbox.recv().unwrap();
+            if n == STOP {
+                return;
+            }
+            let (tx, rx) = oneshot::channel();
+            reply.send(OneshotMsg { n, reply: tx }).ok().unwrap();
+            inbox = rx;
+        }
+    });
+    let mut to_echo = Some(first_tx);
+    let mut round = |n: u64| {
+        let (tx, rx) = oneshot::channel();
+        to_echo
+            .take()
+            .unwrap()
+            .send(OneshotMsg { n, reply: tx })
+            .ok()
+            .unwrap();
+        let m = rx.recv().unwrap();
+        debug_assert_eq!(m.n, n);
+        to_echo = Some(m.reply);
+    };
+    round(0);
+    let start = Instant::now();
+    for n in 1..=iters {
+        round(n);
+    }
+    let elapsed = start.elapsed();
+    let (stop, _keep) = oneshot::channel();
+    to_echo
+        .take()
+        .unwrap()
+        .send(OneshotMsg {
+            n: STOP,
+            reply: stop,
+        })
+        .ok()
+        .unwrap();
+    echo.join().unwrap();
+    elapsed
+}
+
+fn ping_pong_crossbeam(iters: u64) -> Duration {
+    let (req_tx, req_rx) = crossbeam_channel::bounded::<u64>(1);
+    let (resp_tx, resp_rx) = crossbeam_channel::bounded::<u64>(1);
+    let echo = thread::spawn(move || {
+        for n in req_rx {
+            resp_tx.send(n).unwrap();
+        }
+    });
+    let round = |n: u64| {
+        req_tx.send(n).unwrap();
+        let m = resp_rx.recv().unwrap();
+        debug_assert_eq!(m, n);
+    };
+    round(0);
+    let start = Instant::now();
+    for n in 1..=iters {
+        round(n);
+    }
+    let elapsed = start.elapsed();
+    drop(req_tx);
+    echo.join().unwrap();
+    elapsed
+}
+
+fn ping_pong_mpsc(iters: u64) -> Duration {
+    let (req_tx, req_rx) = mpsc::channel::<u64>();
+    let (resp_tx, resp_rx) = mpsc::channel::<u64>();
+    let echo = thread::spawn(move || {
+        for n in req_rx {
+            resp_tx.send(n).unwrap();
+        }
+    });
+    let round = |n: u64| {
+        req_tx.send(n).unwrap();
+        let m = resp_rx.recv().unwrap();
+        debug_assert_eq!(m, n);
+    };
+    round(0);
+    let start = Instant::now();
+    for n in 1..=iters {
+        round(n);
+    }
+    let elapsed = start.elapsed();
+    drop(req_tx);
+    echo.join().unwrap();
+    elapsed
+}
+
+fn ping_pong(c: &mut Criterion) {
+    let mut group = c.benchmark_group("promise/ping_pong");
+    configure(&mut group);
+    group.bench_function("orderslip", |b| b.iter_custom(ping_pong_orderslip));
+    group.bench_function("std_mutex_condvar", |b| b.iter_custom(ping_pong_std));
+    group.bench_function("oneshot", |b| b.iter_custom(ping_pong_oneshot));
+    group.bench_function("crossbeam_bounded1", |b| b.iter_custom(ping_pong_crossbeam));
+    group.bench_function("std_mpsc", |b| b.iter_custom(ping_pong_mpsc));
+    group.finish();
+}
+
+// ---------------------------------------------------------------------------------------
+// promise/fan_out
+// ---------------------------------------------------------------------------------------
+
+/// How many threads wait for each promise.
+const WAITERS: usize = 2;
+
+/// One fan-out round, orderslip: the next round's promise, the acknowledgement, and how
+/// many waiters have seen this round.
+struct FanMsg {
+    stop: bool,
+    next: Promise<FanMsg, ()>,
+    ack: Promise<(), ()>,
+    seen: AtomicU8,
+}
+
+fn fan_out_orderslip(iters: u64) -> Duration {
+    let first: Promise<FanMsg, ()> = Promise::with_setter(None);
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let mut cur = first.clone();
+            thread::spawn(move || loop {
+                let next = {
+                    let m = cur.wait().unwrap();
+                    if m.stop {
+                        return;
+                    }
+                    let next = m.next.clone();
+                    if m.seen.fetch_add(1, Ordering::AcqRel) as usize == WAITERS - 1 {
+                        m.ack.set_result(()).unwrap();
+                    }
+                    next
+                };
+                cur = next;
+            })
+        })
+        .collect();
+    let mut cur = first;
+    let mut round = |stop: bool| {
+        let next: Promise<FanMsg, ()> = Promise::with_setter(None);
+        let ack: Promise<(), ()> = Promise::with_setter(None);
+        cur.set_result(FanMsg {
+            stop,
+            next: next.clone(),
+            ack: ack.clone(),
+            seen: AtomicU8::new(0),
+        })
+        .ok()
+        .unwrap();
+        if !stop {
+            ack.wait().unwrap();
+        }
+        cur = next;
+    };
+    round(false);
+    let start = Instant::now();
+    for _ in 0..iters {
+        round(false);
+    }
+    let elapsed = start.elapsed();
+    round(true);
+    for w in waiters {
+        w.join().unwrap();
+    }
+    elapsed
+}
+
+struct StdFanMsg {
+    stop: bool,
+    next: StdPromise<StdFanMsg>,
+    ack: StdPromise<()>,
+    seen: AtomicU8,
+}
+
+fn fan_out_std(iters: u64) -> Duration {
+    let first: StdPromise<StdFanMsg> = StdPromise::new();
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let mut cur = first.clone();
+            thread::spawn(move || loop {
+                let (next, ack) = cur.wait_with(|m| {
+                    if m.stop {
+                        return (None, None);
+                    }
+                    let last = m.seen.fetch_add(1, Ordering::AcqRel) as usize == WAITERS - 1;
+                    (Some(m.next.clone()), last.then(|| m.ack.clone()))
+                });
+                let Some(next) = next else { return };
+                if let Some(ack) = ack {
+                    ack.set(());
+                }
+                cur = next;
+            })
+        })
+        .collect();
+    let mut cur = first;
+    let mut round = |stop: bool| {
+        let next = StdPromise::new();
+        let ack = StdPromise::new();
+        cur.set(StdFanMsg {
+            stop,
+            next: next.clone(),
+            ack: ack.clone(),
+            seen: AtomicU8::new(0),
+        });
+        if !stop {
+            ack.wait_with(|_| ());
+        }
+        cur = next;
+    };
+    round(false);
+    let start = Instant::now();
+    for _ in 0..iters {
+        round(false);
+    }
+    let elapsed = start.elapsed();
+    round(true);
+    for w in waiters {
+        w.join().unwrap();
+    }
+    elapsed
+}
+
+struct LockFanMsg {
+    stop: bool,
+    next: Arc<OnceLock<LockFanMsg>>,
+    ack: Arc<OnceLock<()>>,
+    seen: AtomicU8,
+}
+
+// `OnceLock::wait` is stable since Rust 1.86 (this crate's MSRV is older; the benches are
+// not part of the library).
+#[allow(clippy::incompatible_msrv)]
+fn fan_out_oncelock(iters: u64) -> Duration {
+    let first: Arc<OnceLock<LockFanMsg>> = Arc::new(OnceLock::new());
+    let waiters: Vec<_> = (0..WAITERS)
+        .map(|_| {
+            let mut cur = first.clone();
+            thread::spawn(move || loop {
+                let next = {
+                    let m = cur.wait();
+                    if m.stop {
+                        return;
+                    }
+                    if m.seen.fetch_add(1, Ordering::AcqRel) as usize == WAITERS - 1 {
+                        m.ack.set(()).unwrap();
+                    }
+                    m.next.clone()
+                };
+                cur = next;
+            })
+        })
+        .collect();
+    let mut cur = first;
+    let mut round = |stop: bool| {
+        let next = Arc::new(OnceLock::new());
+        let ack = Arc::new(OnceLock::new());
+        cur.set(LockFanMsg {
+            stop,
+            next: next.clone(),
+            ack: ack.clone(),
+            seen: AtomicU8::new(0),
+        })
+        .ok()
+        .unwrap();
+        if !stop {
+            ack.wait();
+        }
+        cur = next;
+    };
+    round(false);
+    let start = Instant::now();
+    for _ in 0..iters {
+        round(false);
+    }
+    let elapsed = start.elapsed();
+    round(true);
+    for w in waiters {
+        w.join().unwrap();
+    }
+    elapsed
+}
+
+fn fan_out(c: &mut Criterion) {
+    let mut group = c.benchmark_group("promise/fan_out");
+    configure(&mut group);
+    group.bench_function("orderslip", |b| b.iter_custom(fan_out_orderslip));
+    group.bench_function("std_mutex_condvar", |b| b.iter_custom(fan_out_std));
+    group.bench_function("oncelock_wait", |b| b.iter_custom(fan_out_oncelock));
+    group.finish();
+}
+
+criterion_group!(benches, single_thread, ping_pong, fan_out);
+criterion_main!(benches);
