@@ -171,6 +171,7 @@
 #![deny(missing_docs)]
 #![warn(clippy::undocumented_unsafe_blocks)]
 
+mod action;
 mod error;
 mod promise;
 mod queue;

@@ -155,6 +155,7 @@ impl<T, E> Promise<T, E> {
     /// assert_eq!(p.result(Duration::from_secs(60)), Ok(&1));
     /// ```
     #[allow(clippy::new_without_default)] // `new` names the setter thread; `Default` would hide that.
+    #[inline]
     pub fn new() -> Self {
         Self::with_setter_kind(Setter::Thread(thread::current_id()))
     }
@@ -173,6 +174,7 @@ impl<T, E> Promise<T, E> {
     /// server.thread().unpark();
     /// server.join().unwrap();
     /// ```
+    #[inline]
     pub fn with_setter(setter: Option<thread::ThreadId>) -> Self {
         Self::with_setter_kind(match setter {
             Some(id) => Setter::Thread(id),
@@ -180,6 +182,7 @@ impl<T, E> Promise<T, E> {
         })
     }
 
+    #[inline]
     pub(crate) fn with_setter_kind(setter: Setter) -> Self {
         let inner = Box::new(Inner {
             state: AtomicUsize::new(0),
@@ -214,6 +217,7 @@ impl<T, E> Promise<T, E> {
     /// p.set_result("done".to_string()).unwrap();
     /// assert!(p.set_result("again".to_string()).is_err());
     /// ```
+    #[inline]
     pub fn set_result(&self, value: T) -> Result<(), PromiseDoneError<T>> {
         self.set(Ok(value)).map_err(|r| match r {
             Ok(v) => PromiseDoneError(v),
@@ -231,6 +235,7 @@ impl<T, E> Promise<T, E> {
     /// p.set_exception("disk full").unwrap();
     /// assert_eq!(p.result(Duration::ZERO), Err(PromiseError::Failed(&"disk full")));
     /// ```
+    #[inline]
     pub fn set_exception(&self, error: E) -> Result<(), PromiseDoneError<E>> {
         self.set(Err(error)).map_err(|r| match r {
             Err(e) => PromiseDoneError(e),
@@ -238,6 +243,7 @@ impl<T, E> Promise<T, E> {
         })
     }
 
+    #[inline]
     fn set(&self, result: Result<T, E>) -> Result<(), Result<T, E>> {
         let inner = self.inner();
         // Claim. ORDERING: Relaxed: the claim orders nothing by itself; other claimers only
@@ -254,30 +260,40 @@ impl<T, E> Promise<T, E> {
         let old = inner
             .state
             .swap(CLAIMED | DONE | CALLBACKS, Ordering::AcqRel);
-        waiter::wake_list(ptr_bits(old) as *const Waiter);
+        if ptr_bits(old) != 0 {
+            waiter::wake_list(ptr_bits(old) as *const Waiter);
+        }
         if old & CALLBACKS != 0 {
-            // ORDERING: AcqRel: Acquire to read the nodes registrars pushed with Release;
-            // Release so a registrar that reads `closed` also sees the slot (written above).
-            let mut node = inner.callbacks.swap(closed(), Ordering::AcqRel);
-            // The stack is newest first; reverse it to run in registration order.
-            let mut ordered: *mut CallbackNode<T, E> = ptr::null_mut();
-            while !node.is_null() {
-                // SAFETY: the swap handed us the stack; every node is a live `Box` we now own.
-                let next = unsafe { (*node).next };
-                // SAFETY: as above.
-                unsafe { (*node).next = ordered };
-                ordered = node;
-                node = next;
-            }
-            let result = self.done_result();
-            while !ordered.is_null() {
-                // SAFETY: each node came from `Box::into_raw` in `then` and is ours alone.
-                let node = unsafe { Box::from_raw(ordered) };
-                ordered = node.next;
-                run_callback(node.f, result);
-            }
+            self.run_callbacks();
         }
         Ok(())
+    }
+
+    /// Takes the callback stack (closing it) and runs the callbacks in registration order.
+    /// Called once, by the setter, after publishing DONE.
+    #[cold]
+    #[inline(never)]
+    fn run_callbacks(&self) {
+        // ORDERING: AcqRel: Acquire to read the nodes registrars pushed with Release;
+        // Release so a registrar that reads `closed` also sees the slot (written before).
+        let mut node = self.inner().callbacks.swap(closed(), Ordering::AcqRel);
+        // The stack is newest first; reverse it to run in registration order.
+        let mut ordered: *mut CallbackNode<T, E> = ptr::null_mut();
+        while !node.is_null() {
+            // SAFETY: the swap handed us the stack; every node is a live `Box` we now own.
+            let next = unsafe { (*node).next };
+            // SAFETY: as above.
+            unsafe { (*node).next = ordered };
+            ordered = node;
+            node = next;
+        }
+        let result = self.done_result();
+        while !ordered.is_null() {
+            // SAFETY: each node came from `Box::into_raw` in `then` and is ours alone.
+            let node = unsafe { Box::from_raw(ordered) };
+            ordered = node.next;
+            run_callback(node.f, result);
+        }
     }
 
     /// The result, once DONE has been observed with Acquire.
@@ -691,11 +707,33 @@ impl<T, E> Clone for Promise<T, E> {
 }
 
 impl<T, E> Drop for Promise<T, E> {
+    #[inline]
     fn drop(&mut self) {
-        let inner = self.inner();
         // ORDERING: Acquire: if this is the only handle, no other can appear (cloning needs
         // one) and we free the block; Acquire orders that after every other handle's Release
         // decrement, like `Arc`'s fence.
+        if self.inner().handles.load(Ordering::Acquire) >> 2 == 1 {
+            self.free();
+        } else {
+            self.drop_shared();
+        }
+    }
+}
+
+impl<T, E> Promise<T, E> {
+    /// Frees the block. Only the last handle calls this, once.
+    #[inline]
+    fn free(&mut self) {
+        // SAFETY: this is the last handle; the block came from `Box::into_raw`.
+        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+    }
+
+    /// Drops a handle while others may exist: decrements the count, wakes the waiters of the
+    /// one handle left if this makes a pending promise abandoned, frees if it was the last.
+    #[inline(never)]
+    fn drop_shared(&mut self) {
+        let inner = self.inner();
+        // ORDERING: Acquire, as in `drop`.
         let mut handles = inner.handles.load(Ordering::Acquire);
         loop {
             if handles >> 2 == 1 {
@@ -738,8 +776,7 @@ impl<T, E> Drop for Promise<T, E> {
                 }
             }
         }
-        // SAFETY: this was the last handle; the block came from `Box::into_raw`.
-        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+        self.free();
     }
 }
 
@@ -754,9 +791,11 @@ impl<T, E> Drop for Inner<T, E> {
                 .with_mut(|slot| unsafe { (*slot).assume_init_drop() });
         }
         // Leftover cancelled waiter nodes (nobody can be waiting: waiters hold a handle).
-        waiter::drop_list(ptr_bits(state) as *const Waiter);
+        if ptr_bits(state) != 0 {
+            waiter::drop_list(ptr_bits(state) as *const Waiter);
+        }
         let mut node = self.callbacks.load(Ordering::Relaxed);
-        if node != closed() {
+        if !node.is_null() && node != closed() {
             // Never set: drop the callbacks unrun.
             while !node.is_null() {
                 // SAFETY: unpublished to anyone else now; each node is a `Box` we own.

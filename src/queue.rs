@@ -42,6 +42,7 @@
 //! serial executor) would cost a contended read-modify-write per action on the worker's side
 //! too, and `wait_idle` does not need one.
 
+use crate::action::Action;
 use crate::promise::{panic_message, Setter};
 use crate::sync::{
     self, fence, thread, Arc, AtomicBool, AtomicU8, Ordering, SegQueue, Spin, UnparkerCell,
@@ -60,7 +61,6 @@ const RUNNING: u8 = 1;
 /// A worker exists, found the queue empty, and parks until unparked or its keep-alive ends.
 const PARKED: u8 = 2;
 
-type Action = Box<dyn FnOnce() + Send>;
 type PanicHandler = Box<dyn Fn(&(dyn Any + Send)) + Send + Sync>;
 
 #[cfg(not(loom))]
@@ -204,7 +204,7 @@ impl ActionQueue {
     /// The keep-alive of [`ActionQueue::new`]: how long an idle worker lingers (parked, using
     /// no CPU) before it retires, so that a burst of work after a pause does not pay for a
     /// thread start. See the README's "Performance" section for the measurements behind it.
-    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_millis(50);
+    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_millis(100);
 
     /// A queue with the defaults: worker thread named `orderslip-worker`, the platform's
     /// stack size, and [`DEFAULT_KEEP_ALIVE`](ActionQueue::DEFAULT_KEEP_ALIVE).
@@ -252,7 +252,7 @@ impl ActionQueue {
     where
         F: FnOnce() + Send + 'static,
     {
-        self.shared.actions.push(Box::new(action));
+        self.shared.actions.push(Action::new(action));
         Shared::ensure_worker(&self.shared);
     }
 
@@ -575,7 +575,7 @@ impl Shared {
 
     /// Runs one action, catching and reporting its panic so the worker goes on.
     fn run(&self, action: Action) {
-        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(action)) {
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| action.run())) {
             self.report_panic(&*payload);
             drop_payload(payload);
         }

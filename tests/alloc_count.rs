@@ -1,0 +1,323 @@
+//! Allocation counts of the hot paths, measured with a counting global allocator.
+//!
+//! Every allocation and deallocation is counted in a thread-local counter of the thread that
+//! makes it, so each test measures only its own thread (the test harness's other threads and
+//! the queue's worker thread do not disturb the counts) and the tests can run in parallel.
+//!
+//! What is pinned down here (the README's "Performance" section cites them):
+//!
+//! | operation                                   | allocations                          |
+//! |---------------------------------------------|--------------------------------------|
+//! | `Promise::new()` / `with_setter(..)`        | exactly 1 (the shared block)         |
+//! | `set_result`/`set_exception`, then `result`/`wait`/`try_result` | 0                |
+//! | `clone`, dropping a clone                   | 0 (and 0 frees)                      |
+//! | dropping the last handle                    | 0 allocations, exactly 1 free        |
+//! | a blocking wait that parks (then times out) | exactly 1 (its waiter node)          |
+//! | `then` on a pending promise                 | exactly 2 (the node and the boxed callback) |
+//! | `ActionQueue::put` of a closure of at most three words, worker running | only 1 per 31 puts (a `SegQueue` block): the closure is kept in the slot |
+//! | `ActionQueue::put` of a larger closure      | 1 (the box) + 1 per 31 puts            |
+//! | `ActionQueue::put` of a zero-sized closure  | only the `SegQueue` blocks: 1 per 31 puts |
+//! | `ActionQueue::submit` of a small closure    | 1 (the promise) + the blocks           |
+#![cfg(not(loom))]
+
+use orderslip::{ActionQueue, Promise};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::hint::black_box;
+use std::time::Duration;
+
+/// `System`, counting each thread's allocations and frees in thread-locals.
+struct Counting;
+
+std::thread_local! {
+    // `const` initialisers without destructors: reading them never allocates, so the
+    // allocator may use them.
+    static ALLOCS: Cell<u64> = const { Cell::new(0) };
+    static FREES: Cell<u64> = const { Cell::new(0) };
+}
+
+fn bump(counter: &'static std::thread::LocalKey<Cell<u64>>) {
+    // `try_with`: during thread teardown the slot may be gone; such calls are not ours.
+    let _ = counter.try_with(|c| c.set(c.get() + 1));
+}
+
+// SAFETY: every method forwards to `System` with the same arguments; counting touches only
+// thread-locals that never allocate.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        bump(&ALLOCS);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        bump(&ALLOCS);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        bump(&ALLOCS);
+        bump(&FREES);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        bump(&FREES);
+        // SAFETY: forwarded with the caller's guarantees.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+/// Allocations and frees this thread made while running `f`, and its result.
+fn counted<R>(f: impl FnOnce() -> R) -> (u64, u64, R) {
+    let (a0, f0) = (ALLOCS.with(Cell::get), FREES.with(Cell::get));
+    let r = f();
+    let (a1, f1) = (ALLOCS.with(Cell::get), FREES.with(Cell::get));
+    (a1 - a0, f1 - f0, r)
+}
+
+/// Allocations this thread made while running `f`.
+fn allocs(f: impl FnOnce()) -> u64 {
+    counted(f).0
+}
+
+/// Makes the thread's lazily allocated state exist (its `Thread` handle, its cached id) so
+/// that the first measured call is not charged for it.
+fn warm_up_thread() {
+    let p: Promise<u64, ()> = Promise::new();
+    p.set_result(1).unwrap();
+    let _ = black_box(p.wait());
+    drop(black_box(std::thread::current()));
+}
+
+#[test]
+fn the_counter_counts() {
+    warm_up_thread();
+    assert_eq!(allocs(|| drop(black_box(Box::new(1u64)))), 1);
+    assert_eq!(allocs(|| drop(black_box(vec![1u8; 3]))), 1);
+    assert_eq!(allocs(|| ()), 0);
+}
+
+#[test]
+fn creating_a_promise_is_exactly_one_allocation() {
+    warm_up_thread();
+    let (a, _, p) = counted(Promise::<u64, String>::new);
+    assert_eq!(a, 1, "Promise::new");
+    let (a, _, q) = counted(|| Promise::<[u8; 256], String>::with_setter(None));
+    assert_eq!(a, 1, "Promise::with_setter(None), large value");
+    let id = std::thread::current().id();
+    let (a, _, r) = counted(|| Promise::<(), ()>::with_setter(Some(id)));
+    assert_eq!(a, 1, "Promise::with_setter(Some(id)), unit value");
+    // Dropping an unset promise frees that one block and nothing else.
+    let (a, f, ()) = counted(move || drop((p, q, r)));
+    assert_eq!((a, f), (0, 3));
+}
+
+#[test]
+fn setting_and_reading_allocate_nothing() {
+    warm_up_thread();
+    let p: Promise<u64, String> = Promise::new();
+    let q: Promise<u64, String> = Promise::with_setter(None);
+    let error = "no".to_owned();
+    let (a, f, ()) = counted(|| {
+        p.set_result(42).unwrap();
+        q.set_exception(error).unwrap();
+    });
+    assert_eq!((a, f), (0, 0), "set_result, set_exception");
+    let (a, f, ()) = counted(|| {
+        for _ in 0..1000 {
+            assert_eq!(black_box(&p).try_result(), Some(Ok(&42)));
+            assert_eq!(black_box(&p).result(Duration::from_secs(1)), Ok(&42));
+            assert_eq!(black_box(&p).wait(), Ok(&42));
+            assert!(black_box(&q).result(Duration::ZERO).is_err());
+            assert!(black_box(&p).is_done());
+        }
+    });
+    assert_eq!((a, f), (0, 0), "reading a done promise");
+    // A second set fails without allocating (the value comes back).
+    let (a, f, ()) = counted(|| assert!(p.set_result(7).is_err()));
+    assert_eq!((a, f), (0, 0));
+}
+
+#[test]
+fn set_with_a_preallocated_value_allocates_nothing() {
+    warm_up_thread();
+    let p: Promise<Vec<u8>, ()> = Promise::with_setter(None);
+    let value = vec![1, 2, 3];
+    let (a, f, ()) = counted(|| p.set_result(value).unwrap());
+    assert_eq!((a, f), (0, 0));
+    let (a, f, ()) = counted(|| assert_eq!(p.wait().unwrap().len(), 3));
+    assert_eq!((a, f), (0, 0));
+}
+
+#[test]
+fn cloning_and_dropping_clones_allocate_nothing() {
+    warm_up_thread();
+    let p: Promise<u64, ()> = Promise::with_setter(None);
+    let (a, f, clones) = counted(|| (0..100).map(|_| p.clone()).collect::<Vec<_>>());
+    // The Vec itself is one allocation; the clones none.
+    assert_eq!((a, f), (1, 0));
+    let (a, f, ()) = counted(|| {
+        for c in clones.iter() {
+            drop(black_box(c.clone()));
+        }
+    });
+    assert_eq!((a, f), (0, 0), "clone + drop of a clone");
+    clones[17].set_result(5).unwrap();
+    assert_eq!(p.try_result(), Some(Ok(&5)));
+    let (a, f, ()) = counted(|| drop(clones));
+    assert_eq!((a, f), (0, 1), "dropping the clones frees only the Vec");
+    let (a, f, ()) = counted(|| drop(p));
+    assert_eq!((a, f), (0, 1), "the last handle frees the block");
+}
+
+#[test]
+fn a_wait_that_parks_allocates_its_waiter_node() {
+    warm_up_thread();
+    let p: Promise<u64, ()> = Promise::with_setter(None);
+    // Nobody sets it: the wait spins, pushes its node, parks, times out and prunes the node.
+    let (a, f, r) = counted(|| p.result(Duration::from_millis(1)).copied());
+    assert_eq!(r, Err(orderslip::PromiseError::Timeout));
+    assert_eq!(a, 1, "one waiter node");
+    assert_eq!(f, 1, "pruned when the waiter gave up");
+    // A zero timeout only polls.
+    let (a, f, _) = counted(|| p.result(Duration::ZERO).is_err());
+    assert_eq!((a, f), (0, 0));
+}
+
+#[test]
+fn then_allocates_two_on_a_pending_promise_and_one_on_a_done_one() {
+    warm_up_thread();
+    let p: Promise<u64, ()> = Promise::with_setter(None);
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let s = seen.clone();
+    let (a, _, ()) = counted(|| {
+        p.then(move |r| {
+            s.store(*r.unwrap(), std::sync::atomic::Ordering::SeqCst);
+        })
+    });
+    assert_eq!(a, 2, "callback node + boxed callback");
+    let (a, f, ()) = counted(|| p.set_result(9).unwrap());
+    assert_eq!((a, f), (0, 2), "the setter runs and frees them");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 9);
+    // On a done promise the callback runs at once (boxed once, for the catch_unwind path).
+    let s = seen.clone();
+    let (a, _, ()) = counted(|| {
+        p.then(move |r| {
+            s.store(*r.unwrap() + 1, std::sync::atomic::Ordering::SeqCst);
+        })
+    });
+    assert_eq!(a, 1, "then on a done promise: the boxed callback");
+    assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
+
+/// How many puts the allocation tests make (several SegQueue blocks of 31 slots).
+const PUTS: u64 = 31 * 40;
+
+/// A queue whose worker is up and stays up (long keep-alive), so that no measured `put`
+/// spawns a thread.
+fn warm_queue() -> ActionQueue {
+    let queue = ActionQueue::builder()
+        .keep_alive(Duration::from_secs(600))
+        .build();
+    queue.put(|| ());
+    assert!(queue.wait_idle(Duration::from_secs(30)));
+    assert!(queue.is_running());
+    queue
+}
+
+#[test]
+fn put_of_a_small_closure_allocates_only_blocks() {
+    warm_up_thread();
+    let queue = warm_queue();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handles: Vec<_> = (0..PUTS).map(|_| ran.clone()).collect();
+    let (a, _, ()) = counted(|| {
+        for r in handles {
+            // An 8-byte closure: stored in the queue's slot, not boxed.
+            queue.put(move || {
+                r.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    });
+    assert!(queue.wait_idle(Duration::from_secs(30)));
+    assert_eq!(ran.load(std::sync::atomic::Ordering::Relaxed), PUTS);
+    assert!(queue.is_running(), "the worker stayed up: no put spawned");
+    // Only the SegQueue's blocks: the pusher allocates a block of 31 slots whenever it
+    // fills one (the first may or may not be there already).
+    assert!(
+        (PUTS / 31 - 1..=PUTS / 31 + 1).contains(&a),
+        "{a} allocations for {PUTS} puts (expected about {})",
+        PUTS / 31
+    );
+}
+
+#[test]
+fn put_of_a_large_closure_allocates_a_box_plus_blocks() {
+    warm_up_thread();
+    let queue = warm_queue();
+    let ran = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let handles: Vec<_> = (0..PUTS).map(|_| ran.clone()).collect();
+    let (a, _, ()) = counted(|| {
+        for r in handles {
+            // 8 + 32 bytes: more than the three words kept in place, so it is boxed.
+            let payload = [1u64; 4];
+            queue.put(move || {
+                r.fetch_add(payload[3], std::sync::atomic::Ordering::Relaxed);
+            });
+        }
+    });
+    assert!(queue.wait_idle(Duration::from_secs(30)));
+    assert_eq!(ran.load(std::sync::atomic::Ordering::Relaxed), PUTS);
+    let blocks = a - PUTS;
+    assert!(a >= PUTS, "{a} allocations for {PUTS} puts");
+    assert!(
+        (PUTS / 31 - 1..=PUTS / 31 + 1).contains(&blocks),
+        "{blocks} block allocations for {PUTS} puts (expected about {})",
+        PUTS / 31
+    );
+}
+
+#[test]
+fn put_of_a_zero_sized_closure_allocates_only_blocks() {
+    warm_up_thread();
+    let queue = warm_queue();
+    let (a, _, ()) = counted(|| {
+        for _ in 0..PUTS {
+            queue.put(|| ());
+        }
+    });
+    assert!(queue.wait_idle(Duration::from_secs(30)));
+    assert!(queue.is_running(), "the worker stayed up: no put spawned");
+    assert!(
+        (PUTS / 31 - 1..=PUTS / 31 + 1).contains(&a),
+        "{a} allocations for {PUTS} zero-sized puts (expected about {})",
+        PUTS / 31
+    );
+}
+
+#[test]
+fn submit_allocates_the_promise_plus_blocks() {
+    warm_up_thread();
+    let queue = warm_queue();
+    let (a, _, promises) = counted(|| {
+        (0..PUTS)
+            .map(|i| queue.submit(move || i))
+            .collect::<Vec<_>>()
+    });
+    // Minus the Vec's own allocations (it knows its length up front: one).
+    let a = a - 1;
+    for (i, p) in promises.iter().enumerate() {
+        assert_eq!(p.result(Duration::from_secs(30)), Ok(&(i as u64)));
+    }
+    // One allocation for the promise; the action (the closure plus the promise's handle) is
+    // small enough to be kept in the queue's slot.
+    let blocks = a - PUTS;
+    assert!(a >= PUTS, "{a} allocations for {PUTS} submits");
+    assert!(
+        (PUTS / 31 - 1..=PUTS / 31 + 1).contains(&blocks),
+        "{blocks} block allocations for {PUTS} submits"
+    );
+}
