@@ -675,6 +675,15 @@ fn run_callback<T, E>(f: Callback<T, E>, result: Result<&T, &E>) {
             "orderslip: a promise callback panicked: {}",
             panic_message(&*payload).unwrap_or("(non-string panic payload)")
         );
+        drop_payload(payload);
+    }
+}
+
+/// Drops a panic payload, catching (and logging) a panic from its own `Drop`, so that not
+/// even that reaches the setter or the worker.
+pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
+    if panic::catch_unwind(AssertUnwindSafe(move || drop(payload))).is_err() {
+        log::error!("orderslip: dropping a panic payload panicked");
     }
 }
 
@@ -796,11 +805,19 @@ impl<T, E> Drop for Inner<T, E> {
         }
         let mut node = self.callbacks.load(Ordering::Relaxed);
         if !node.is_null() && node != closed() {
-            // Never set: drop the callbacks unrun.
+            // Never set: drop the callbacks unrun. If dropping one panics, drop the rest
+            // anyway and re-raise the first panic afterwards, as std's containers do.
+            let mut first_panic = None;
             while !node.is_null() {
                 // SAFETY: unpublished to anyone else now; each node is a `Box` we own.
                 let boxed = unsafe { Box::from_raw(node) };
                 node = boxed.next;
+                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
+                    first_panic.get_or_insert(payload);
+                }
+            }
+            if let Some(payload) = first_panic {
+                panic::resume_unwind(payload);
             }
         }
     }

@@ -43,7 +43,7 @@
 //! too, and `wait_idle` does not need one.
 
 use crate::action::Action;
-use crate::promise::{panic_message, Setter};
+use crate::promise::{drop_payload, panic_message, Setter};
 use crate::sync::{
     self, fence, thread, Arc, AtomicBool, AtomicU8, Ordering, SegQueue, Spin, UnparkerCell,
 };
@@ -597,13 +597,6 @@ impl Shared {
                 panic_message(payload).unwrap_or("(non-string panic payload)")
             ),
         }
-    }
-}
-
-/// Drops a panic payload, catching a panic from its own `Drop`.
-fn drop_payload(payload: Box<dyn Any + Send>) {
-    if panic::catch_unwind(AssertUnwindSafe(move || drop(payload))).is_err() {
-        log::error!("orderslip: dropping a panic payload panicked");
     }
 }
 

@@ -19,6 +19,7 @@ mod tour;
 mod async_interop;
 
 #[test]
+#[cfg_attr(miri, ignore = "whole example programs: too slow under Miri")]
 fn the_tour_accounts_for_every_request() {
     let report = tour::run(200);
     println!("{}", report.table());
@@ -28,6 +29,7 @@ fn the_tour_accounts_for_every_request() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "whole example programs: too slow under Miri")]
 fn the_tour_accounts_for_every_request_when_the_size_is_tiny() {
     // Fewer requests than clients, and too few for every kind of outcome.
     for requests in [0, 1, 3, 30] {
@@ -41,6 +43,7 @@ fn the_tour_accounts_for_every_request_when_the_size_is_tiny() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "whole example programs: too slow under Miri")]
 fn the_tour_stays_exact_when_every_wait_times_out_at_once() {
     // A zero timeout makes a client give up on nearly every request before it is answered:
     // the tour must still count each one under its real outcome, once it has settled.
@@ -50,6 +53,7 @@ fn the_tour_stays_exact_when_every_wait_times_out_at_once() {
 }
 
 #[test]
+#[cfg_attr(miri, ignore = "whole example programs: too slow under Miri")]
 fn the_async_interop_example_passes() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

@@ -57,7 +57,8 @@ fn racing_producers_and_a_retiring_worker_lose_nothing() {
     // Keep-alive zero: the worker retires whenever the queue looks empty and restarts on the
     // next put, thousands of times. Every action runs exactly once, in per-producer order.
     const PRODUCERS: usize = 4;
-    const PER_PRODUCER: usize = 5_000;
+    // Miri interprets every step: a smaller run still races the retiring worker.
+    const PER_PRODUCER: usize = if cfg!(miri) { 50 } else { 5_000 };
     let queue = Arc::new(seed_queue());
     let next = Arc::new(
         (0..PRODUCERS)
@@ -281,7 +282,7 @@ fn a_lingering_worker_takes_new_work_without_a_new_thread() {
 
 #[test]
 fn an_action_may_put_more_actions_recursively() {
-    const DEPTH: usize = 5_000;
+    const DEPTH: usize = if cfg!(miri) { 50 } else { 5_000 };
     fn step(queue: Arc<ActionQueue>, left: usize, count: Arc<AtomicUsize>) {
         count.fetch_add(1, Ordering::SeqCst);
         if left > 0 {

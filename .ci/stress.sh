@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Stress tests (tests/stress.rs) in release, at a bounded size that fits in ~3 minutes on a
+# shared 2-core machine: 5 rounds of 10^6 promises and 5 rounds of 10^6 actions (full scale,
+# under a second a round), and 5 * 10^5 timed-out waits (half scale: each timed-out wait
+# spins and yields before it parks, tens of microseconds on a loaded machine). Each round
+# checks that allocations and frees balance and that every value is dropped exactly once.
+#
+# Longer soak (not run here):
+#   ORDERSLIP_STRESS_SCALE=50 cargo test --release --test stress -- --ignored --test-threads=1 --nocapture
+#   ORDERSLIP_STRESS_ROUNDS=100 cargo test --release --test stress -- --ignored --test-threads=1
+#
+# Environment: ORDERSLIP_STRESS_SCALE / ORDERSLIP_STRESS_WAIT_SCALE override the two scales,
+# ORDERSLIP_STRESS_ROUNDS the rounds of the first two tests; STRESS_TIMEOUT (seconds,
+# default 600) bounds each test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scale=${ORDERSLIP_STRESS_SCALE:-1}
+wait_scale=${ORDERSLIP_STRESS_WAIT_SCALE:-0.5}
+rounds=${ORDERSLIP_STRESS_ROUNDS:-5}
+limit=${STRESS_TIMEOUT:-600}
+start=$SECONDS
+
+echo "::: stress build"
+cargo test --release --test stress --no-run
+
+run() {
+  local s=$1 r=$2 name=$3
+  local t0=$SECONDS
+  ORDERSLIP_STRESS_SCALE=$s ORDERSLIP_STRESS_ROUNDS=$r timeout "$limit" \
+    cargo test -q --release --test stress -- --ignored --test-threads=1 --nocapture --exact "$name"
+  echo "::: stress $name (scale $s, $r rounds) took $((SECONDS - t0)) s"
+}
+
+run "$scale" "$rounds" a_million_promises_created_set_awaited_and_dropped_across_threads
+run "$scale" "$rounds" a_million_actions_through_a_keep_alive_zero_queue_from_four_producers
+run "$wait_scale" 1 a_million_timed_out_waits_on_one_pending_promise_leave_nothing_behind
+echo "::: stress total $((SECONDS - start)) s"
