@@ -688,7 +688,7 @@ fn run_promise_case(case: &PCase, cov: &mut Coverage) {
 #[test]
 fn promise_operations_from_many_threads_match_the_model() {
     quiet_intentional_panics();
-    let cases = if cfg!(miri) { 4 } else { 1000 };
+    let cases = if cfg!(miri) { 4 } else { 400 };
     let (seeds, single) = seeds(0x0DE5_11F0_0001, cases);
     let mut cov = Coverage::default();
     let n = seeds.len();
@@ -1065,7 +1065,7 @@ fn run_queue_case(case: &QCase) -> usize {
 #[test]
 fn queue_operations_from_many_producers_match_the_model() {
     quiet_intentional_panics();
-    let cases = if cfg!(miri) { 3 } else { 400 };
+    let cases = if cfg!(miri) { 3 } else { 200 };
     let (seeds, single) = seeds(0x0DE5_11F0_0002, cases);
     let n = seeds.len();
     let mut actions = 0;

@@ -6,7 +6,7 @@
 //! ```text
 //! # full scale (10^6 operations per test; about a minute on 2 busy cores, most of it the waits):
 //! cargo test --release --test stress -- --ignored --test-threads=1 --nocapture
-//! # CI (.ci/stress.sh): promises and actions at full scale for 5 rounds, waits at half scale
+//! # CI (.ci/stress.sh): promises and actions at full scale for 10 rounds, waits at full scale
 //! .ci/stress.sh
 //! # soak: 50x full scale (5 * 10^7 operations per test), or the full scale 100 times over:
 //! ORDERSLIP_STRESS_SCALE=50 cargo test --release --test stress -- --ignored --test-threads=1 --nocapture
@@ -34,6 +34,7 @@ mod util;
 
 use orderslip::{ActionQueue, Promise, PromiseError};
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicIsize, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier};
@@ -186,29 +187,35 @@ impl Drop for Val {
     }
 }
 
-/// Runs `workload` once small (warm-up), measures the baseline, then `rounds()` times at
-/// size; after each round the live counters must come back to the baseline.
-fn with_balance(name: &str, mut workload: impl FnMut(bool) -> String) {
+/// Runs `workload` once small (warm-up), then `rounds()` times at size. Each round measures
+/// the live counters just before the workload and waits for them to come back to exactly
+/// that after it. The workload writes its report into a buffer allocated beforehand, which is
+/// printed only after the measurement (printing may grow the test harness's capture buffer,
+/// which is why each round takes its own baseline).
+fn with_balance(name: &str, mut workload: impl FnMut(bool, &mut String)) {
     println!("stress {name}: scale {}, rounds {}", scale(), rounds());
-    drop(workload(true));
-    // Everything this function keeps across the measurements is allocated before the
-    // baseline (the report strings are dropped before each measurement).
+    let mut report = String::with_capacity(1024);
+    workload(true, &mut report);
     let mut unbalanced = Vec::with_capacity(rounds());
-    let baseline = settle_to(live());
+    let mut line = String::with_capacity(1024);
     for round in 0..rounds() {
+        report.clear();
+        line.clear();
+        let baseline = settle_to(live());
         let allocations = ALLOCATIONS.load(Ordering::SeqCst);
         let start = Instant::now();
-        let report = workload(false);
+        workload(false, &mut report);
         let took = start.elapsed();
         let allocations = ALLOCATIONS.load(Ordering::SeqCst) - allocations;
-        println!("stress {name} round {round}: {report}; {allocations} allocations; {took:.2?}");
-        drop(report);
         let after = settle_to(baseline);
-        println!(
-            "stress {name} round {round}: live after {} bytes in {} blocks, baseline {} bytes \
-             in {} blocks",
+        assert!(report.capacity() <= 1024 && unbalanced.capacity() >= rounds());
+        let _ = write!(
+            line,
+            "stress {name} round {round}: {report}; {allocations} allocations; {took:.2?}; \
+             live after {} bytes in {} blocks, before {} bytes in {} blocks",
             after.bytes, after.blocks, baseline.bytes, baseline.blocks
         );
+        println!("{line}");
         if after != baseline {
             unbalanced.push((
                 round,
@@ -228,13 +235,13 @@ fn with_balance(name: &str, mut workload: impl FnMut(bool) -> String) {
 #[test]
 #[ignore = "stress: run with --release --ignored --test-threads=1"]
 fn a_million_promises_created_set_awaited_and_dropped_across_threads() {
-    with_balance("promises", |warm_up| {
+    with_balance("promises", |warm_up, report| {
         let total = if warm_up {
             2_048
         } else {
             scaled(1_000_000, 4_096)
         };
-        promise_churn(total)
+        promise_churn(total, report)
     });
 }
 
@@ -242,7 +249,7 @@ fn a_million_promises_created_set_awaited_and_dropped_across_threads() {
 /// each to its setter, and waits for them in order with a rotating mix of waits while the
 /// setter sets them (a tenth refused on a second set, a fifth with an error) and drops its
 /// clones. Every value is checked and dropped exactly once.
-fn promise_churn(total: usize) -> String {
+fn promise_churn(total: usize, report: &mut String) {
     const PAIRS: usize = 2;
     const BATCH: usize = 256;
     let per_pair = total / PAIRS / BATCH * BATCH;
@@ -340,11 +347,12 @@ fn promise_churn(total: usize) -> String {
         let expected = u8::from(id < total || (id - total) % 10 == 3);
         assert_eq!(d.load(Ordering::SeqCst), expected, "value {id}");
     }
-    format!(
+    let _ = write!(
+        report,
         "{total} promises set and awaited, {refused} second sets refused, {} waits found the \
          promise pending",
         parked_waits.load(Ordering::SeqCst)
-    )
+    );
 }
 
 // ---- 10^6 timed-out waits ----
@@ -352,13 +360,13 @@ fn promise_churn(total: usize) -> String {
 #[test]
 #[ignore = "stress: run with --release --ignored --test-threads=1"]
 fn a_million_timed_out_waits_on_one_pending_promise_leave_nothing_behind() {
-    with_balance("timed-out waits", |warm_up| {
+    with_balance("timed-out waits", |warm_up, report| {
         let total = if warm_up {
             4_096
         } else {
             scaled(1_000_000, 8_192)
         };
-        timed_out_waits(total)
+        timed_out_waits(total, report)
     });
 }
 
@@ -366,7 +374,7 @@ fn a_million_timed_out_waits_on_one_pending_promise_leave_nothing_behind() {
 /// many of them time out: a few waiter nodes in flight per thread, nothing per wait.
 const WAIT_MEMORY_BOUND: isize = 64 * 1024;
 
-fn timed_out_waits(total: usize) -> String {
+fn timed_out_waits(total: usize, report: &mut String) {
     const THREADS: usize = 4;
     const SAMPLE_EVERY: usize = 1024;
     let per_thread = total / THREADS;
@@ -454,7 +462,10 @@ fn timed_out_waits(total: usize) -> String {
     drop(registered);
     drop((p, setter));
     ledger.check_exactly_once(1);
-    format!("{total} timed-out waits on {THREADS} threads, max live rise {max_rise} bytes")
+    let _ = write!(
+        report,
+        "{total} timed-out waits on {THREADS} threads, max live rise {max_rise} bytes"
+    );
 }
 
 // ---- 10^6 actions ----
@@ -462,17 +473,17 @@ fn timed_out_waits(total: usize) -> String {
 #[test]
 #[ignore = "stress: run with --release --ignored --test-threads=1"]
 fn a_million_actions_through_a_keep_alive_zero_queue_from_four_producers() {
-    with_balance("actions", |warm_up| {
+    with_balance("actions", |warm_up, report| {
         let total = if warm_up {
             4_096
         } else {
             scaled(1_000_000, 8_192)
         };
-        action_flood(total)
+        action_flood(total, report)
     });
 }
 
-fn action_flood(total: usize) -> String {
+fn action_flood(total: usize, report: &mut String) {
     const PRODUCERS: usize = 4;
     const SUBMIT_EVERY: usize = 1_000;
     let per_producer = total / PRODUCERS;
@@ -550,12 +561,13 @@ fn action_flood(total: usize) -> String {
     }
     drop(queue);
     ledger.check_exactly_once(total);
-    format!(
+    let _ = write!(
+        report,
         "{total} actions from {PRODUCERS} producers ({} submitted and awaited) on {} worker \
          threads (keep-alive zero: one per retire/restart)",
         awaited.load(Ordering::SeqCst),
         incarnations.load(Ordering::SeqCst)
-    )
+    );
 }
 
 std::thread_local! {
