@@ -329,7 +329,8 @@ impl ActionQueue {
     }
 
     /// Waits up to `timeout` until the queue is idle: every action put before this call has
-    /// run and the queue is empty. Returns whether it became idle in time. Called from inside
+    /// run and the queue is empty. Returns whether it became idle in time. With a zero
+    /// timeout it only checks, and queues nothing. Called from inside
     /// an action of this queue, it returns `false` at once (the queue cannot be idle while
     /// that action runs).
     ///
@@ -360,6 +361,11 @@ impl ActionQueue {
                 && self.shared.actions.is_empty()
             {
                 return true;
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                // A poll (or a deadline already passed): answer without queueing a marker,
+                // so a loop of polls does not grow the queue.
+                return false;
             }
             // Queue a marker behind everything queued so far and wait for it to run.
             let marker: Promise<(), ()> = Promise::with_setter_kind(Setter::Nobody);
