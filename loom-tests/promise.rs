@@ -311,3 +311,76 @@ fn abandoning_drop_vs_last_drop() {
         t.join().unwrap();
     });
 }
+
+/// Issue 10, defect 1: handle A's orphaning drop ∥ a clone W2 of the waiter's handle W,
+/// dropped on a third thread ∥ a wait on W. Whichever drop leaves W alone must wake the
+/// waiter. Before the fix, A's drop could take an empty stack, the waiter push and park
+/// seeing two live handles, and W2's drop (raw count 3) wake nobody: loom reported the
+/// deadlock. Three threads besides the main one: bounded to 6 preemptions (17 s on a 2-core
+/// machine; 5: 5 s, 7: 50 s); the exhaustive run did not finish in 2 minutes. The bug
+/// needs 2 preemptions.
+#[test]
+fn clone_during_orphaning_drop_then_drop_the_clone() {
+    bounded(BOUND_CLONE_DURING_ORPHANING, || {
+        let w = P::with_setter(None);
+        let a = w.clone();
+        let ta = thread::spawn(move || drop(a));
+        let w2 = w.clone();
+        let tw2 = thread::spawn(move || drop(w2));
+        assert_eq!(w.wait(), Err(PromiseError::Abandoned));
+        ta.join().unwrap();
+        tw2.join().unwrap();
+    });
+}
+
+/// Issue 10, defect 3: then(f1) ∥ set ∥ (wait, then then(f2)). f2 is registered after the
+/// waiter saw the promise done, so after f1 in happens-before order: f1 must run first,
+/// whether f2 queues behind the setter's drain or runs at once after it closed. Before the
+/// fix, a `then` that saw DONE ran at once, possibly before the setter ran f1. Exhaustive.
+#[test]
+fn then_vs_set_vs_then_after_wait() {
+    model(|| {
+        let p = P::with_setter(None);
+        let order = Arc::new(AtomicUsize::new(0));
+        let first = order.clone();
+        p.then(move |_| {
+            // 0 -> 1 only if it runs first.
+            let _ = first.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed);
+        });
+        let setter = p.clone();
+        let t = thread::spawn(move || setter.set_result(5).unwrap());
+        assert_eq!(p.wait(), Ok(&5));
+        let second = order.clone();
+        p.then(move |_| {
+            let _ = second.compare_exchange(1, 2, Ordering::Relaxed, Ordering::Relaxed);
+        });
+        t.join().unwrap();
+        assert_eq!(order.load(Ordering::Relaxed), 2);
+    });
+}
+
+/// Issue 10, defect 3, with the registration racing the set from a third thread: a `then`
+/// that announces itself just before the publish, one that sees DONE, and the setter's
+/// drain-and-close; every callback runs exactly once and the second of the main thread's
+/// two runs after the first.
+#[test]
+fn then_vs_set_vs_then_in_order() {
+    model(|| {
+        let p = P::with_setter(None);
+        let order = Arc::new(AtomicUsize::new(0));
+        let setter = p.clone();
+        let t = thread::spawn(move || setter.set_result(5).unwrap());
+        let (first, second) = (order.clone(), order.clone());
+        p.then(move |_| {
+            let _ = first.compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed);
+        });
+        p.then(move |_| {
+            let _ = second.compare_exchange(1, 2, Ordering::Relaxed, Ordering::Relaxed);
+        });
+        t.join().unwrap();
+        assert_eq!(order.load(Ordering::Relaxed), 2);
+    });
+}
+
+/// See `clone_during_orphaning_drop_then_drop_the_clone`.
+const BOUND_CLONE_DURING_ORPHANING: usize = 6;

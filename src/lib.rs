@@ -64,8 +64,10 @@
 //! assert_eq!(lines.try_iter().collect::<Vec<_>>(), ["first: Ok(9.5)", "second: Ok(9.5)"]);
 //! ```
 //!
-//! Callbacks registered before the promise is set run on the setting thread, in registration
-//! order; one registered afterwards runs at once on the registering thread. A callback that
+//! Callbacks run in registration order. Those registered before the promise is set run on the
+//! setting thread; one registered afterwards runs at once on the registering thread, unless
+//! the setter is still running earlier callbacks, in which case it queues behind them (so
+//! the order holds). A callback that
 //! panics is caught and logged (`log::error!`): the other callbacks still run and the setter
 //! never sees the panic.
 //!
@@ -173,6 +175,7 @@
 
 mod action;
 mod error;
+mod panics;
 mod promise;
 mod queue;
 mod state;

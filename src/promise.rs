@@ -7,18 +7,22 @@
 //!
 //! - `state`, one atomic word: the tag bits CLAIMED, DONE and CALLBACKS, and the head of a
 //!   lock-free stack of waiting threads and tasks ([`crate::state`] draws the machine);
-//! - `callbacks`, a second lock-free stack for `then` callbacks, closed by the setter;
-//! - `handles`, how many handles exist (and whether the promise was ever cloned), which frees
-//!   the block and detects abandonment;
+//! - `callbacks`, a second lock-free stack for `then` callbacks, drained and closed by the
+//!   setter;
+//! - `handles` and `guards`, how many live handles exist (and whether the promise was ever
+//!   cloned), which detects abandonment, and what keeps the block alive (see
+//!   [`crate::state`]);
 //! - the result slot, written once by the setter that won the claim.
 //!
-//! ```text
-//!  EMPTY --fetch_or(CLAIMED)--> SETTING --swap(DONE), Release--> DONE
-//! ```
+//! The state machine is drawn once, in [`crate::state`].
 //!
-//! Setting is wait-free: one `fetch_or` to claim, a write, one `swap` that publishes DONE and
-//! takes the whole waiter stack, and (only if a callback was ever registered) one `swap` that
-//! closes the callback stack. The setter then wakes the waiters and runs the callbacks.
+//! **Progress.** Publishing is lock-free and never waits for another thread: one `fetch_or`
+//! to claim, a write, one CAS that publishes DONE and takes the whole waiter stack (it retries
+//! only if a waiter pushed in between). The setter then wakes the waiters it took, and, only
+//! if a callback was registered before the publish, drains the callback stack: it runs every
+//! callback registered until it can close an empty stack, including ones registered (by
+//! other threads, or by the callbacks themselves) while it drains. So `set_result` returns
+//! once the callbacks it found have run; its own steps never block.
 //!
 //! Waiting first checks DONE (one Acquire load), then spins briefly, then pushes a node onto
 //! the waiter stack with a CAS that fails if DONE is set, and parks until its node is woken.
@@ -27,7 +31,11 @@
 //! sees DONE: no wake-up is lost.
 
 use crate::error::{PromiseDoneError, PromiseError};
-use crate::state::{live_handles, ptr_bits, CALLBACKS, CLAIMED, CLONED, DONE, LEAVING, ONE_HANDLE};
+use crate::panics;
+pub(crate) use crate::panics::{drop_payload, panic_message};
+use crate::state::{
+    live_handles, ptr_bits, CALLBACKS, CLAIMED, CLONED, DONE, MAX_HANDLES_WORD, ONE_HANDLE,
+};
 use crate::sync::{self, thread, Arc, AtomicPtr, AtomicUsize, Ordering, Spin, UnsafeCell};
 use crate::waiter::{self, Waiter};
 use std::fmt;
@@ -86,8 +94,11 @@ struct Inner<T, E> {
     state: AtomicUsize,
     /// `then` callbacks, newest first; [`closed`] after the setter took them.
     callbacks: AtomicPtr<CallbackNode<T, E>>,
-    /// `handles << 2 | LEAVING | CLONED`; see [`crate::state`].
+    /// `live_handles << 1 | CLONED`; see [`crate::state`].
     handles: AtomicUsize,
+    /// One for the live handles together, plus one per orphaning drop under way; the block
+    /// is freed by whoever gives up the last. See [`crate::state`].
+    guards: AtomicUsize,
     setter: Setter,
     slot: UnsafeCell<MaybeUninit<Result<T, E>>>,
 }
@@ -188,6 +199,7 @@ impl<T, E> Promise<T, E> {
             state: AtomicUsize::new(0),
             callbacks: AtomicPtr::new(ptr::null_mut()),
             handles: AtomicUsize::new(ONE_HANDLE),
+            guards: AtomicUsize::new(1),
             setter,
             slot: UnsafeCell::new(MaybeUninit::uninit()),
         });
@@ -208,8 +220,10 @@ impl<T, E> Promise<T, E> {
     /// is handed back in the error.
     ///
     /// Setting never blocks: it claims the slot with one atomic operation, publishes with
-    /// another, then wakes the waiters and runs the callbacks registered so far (on this
-    /// thread; a panicking callback is caught and logged).
+    /// another, then wakes the waiters and runs the callbacks registered so far, and any
+    /// registered while it runs them (on this thread, in registration order; see
+    /// [`then`](Promise::then)). A panicking callback or `Waker` is caught and logged: it
+    /// never reaches the setter.
     ///
     /// ```
     /// use orderslip::Promise;
@@ -254,53 +268,99 @@ impl<T, E> Promise<T, E> {
         // SAFETY: the claim above succeeded, so this thread is the only writer of the slot,
         // and nobody reads it before DONE is published below.
         inner.slot.with_mut(|slot| unsafe { (*slot).write(result) });
-        // Publish and take the waiter stack in one step. ORDERING: Release publishes the slot
-        // to every Acquire reader of DONE; Acquire lets us read the waiter nodes pushed with
-        // Release. CALLBACKS is set too so the word stays uniform; it means nothing once DONE.
-        let old = inner
-            .state
-            .swap(CLAIMED | DONE | CALLBACKS, Ordering::AcqRel);
+        // Publish and take the waiter stack in one step, keeping CALLBACKS as it was so that
+        // a `then` that sees DONE knows whether this thread will drain the callback stack.
+        // ORDERING: Relaxed load: only a first guess for the CAS, which reads the word again.
+        let mut old = inner.state.load(Ordering::Relaxed);
+        loop {
+            // ORDERING: Release publishes the slot to every Acquire reader of DONE; Acquire
+            // lets us read the waiter nodes pushed with Release (and the callbacks announced).
+            match inner.state.compare_exchange_weak(
+                old,
+                CLAIMED | DONE | (old & CALLBACKS),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break,
+                Err(actual) => old = actual,
+            }
+        }
         if ptr_bits(old) != 0 {
-            waiter::wake_list(ptr_bits(old) as *const Waiter);
+            // SAFETY: the CAS took the stack out of the word (it wrote no pointer bits) with
+            // Acquire, so we hold every node of it.
+            unsafe { waiter::wake_list(ptr_bits(old) as *const Waiter) };
         }
         if old & CALLBACKS != 0 {
-            self.run_callbacks();
+            self.drain_callbacks();
         }
         Ok(())
     }
 
-    /// Takes the callback stack (closing it) and runs the callbacks in registration order.
-    /// Called once, by the setter, after publishing DONE.
+    /// Runs every callback in registration order, including those registered while it runs,
+    /// then closes the callback stack. Called once, by the setter, after publishing DONE, if
+    /// CALLBACKS was set before that.
+    ///
+    /// **Why the order holds.** A `then` that sees DONE with CALLBACKS pushes its callback
+    /// instead of running it, unless the stack is already closed. This loop takes the stack
+    /// (leaving it empty, not closed), runs the batch oldest first, and looks again; it closes
+    /// the stack only with a CAS from *empty*, after the last batch has run. So a callback
+    /// registered after another one (in happens-before order) is either in the same batch
+    /// after it, in a later batch, or runs at once on its own thread after seeing the closed
+    /// stack, which the CAS published after every earlier callback had returned.
     #[cold]
     #[inline(never)]
-    fn run_callbacks(&self) {
-        // ORDERING: AcqRel: Acquire to read the nodes registrars pushed with Release;
-        // Release so a registrar that reads `closed` also sees the slot (written before).
-        let mut node = self.inner().callbacks.swap(closed(), Ordering::AcqRel);
-        // The stack is newest first; reverse it to run in registration order.
-        let mut ordered: *mut CallbackNode<T, E> = ptr::null_mut();
-        while !node.is_null() {
-            // SAFETY: the swap handed us the stack; every node is a live `Box` we now own.
-            let next = unsafe { (*node).next };
-            // SAFETY: as above.
-            unsafe { (*node).next = ordered };
-            ordered = node;
-            node = next;
-        }
-        let result = self.done_result();
-        while !ordered.is_null() {
-            // SAFETY: each node came from `Box::into_raw` in `then` and is ours alone.
-            let node = unsafe { Box::from_raw(ordered) };
-            ordered = node.next;
-            run_callback(node.f, result);
+    fn drain_callbacks(&self) {
+        let callbacks = &self.inner().callbacks;
+        // SAFETY: our publishing CAS set DONE (and we read our own write).
+        let result = unsafe { self.done_result() };
+        loop {
+            // ORDERING: AcqRel: Acquire to read the nodes registrars pushed with Release;
+            // Release keeps the chain of RMWs a release sequence for the closing CAS.
+            let mut node = callbacks.swap(ptr::null_mut(), Ordering::AcqRel);
+            if node.is_null() {
+                // ORDERING: Release: a registrar that reads `closed` (Acquire) happens after
+                // every callback this loop ran. Failure: someone pushed; take it next round.
+                if callbacks
+                    .compare_exchange(
+                        ptr::null_mut(),
+                        closed(),
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    )
+                    .is_ok()
+                {
+                    return;
+                }
+                continue;
+            }
+            // The stack is newest first; reverse it to run in registration order.
+            let mut ordered: *mut CallbackNode<T, E> = ptr::null_mut();
+            while !node.is_null() {
+                // SAFETY: the swap handed us the stack; every node is a live `Box` we own.
+                let next = unsafe { (*node).next };
+                // SAFETY: as above.
+                unsafe { (*node).next = ordered };
+                ordered = node;
+                node = next;
+            }
+            while !ordered.is_null() {
+                // SAFETY: each node came from `Box::into_raw` in `then` and is ours alone.
+                let node = unsafe { Box::from_raw(ordered) };
+                ordered = node.next;
+                run_callback(node.f, result);
+            }
         }
     }
 
-    /// The result, once DONE has been observed with Acquire.
+    /// The result.
+    ///
+    /// # Safety
+    ///
+    /// The caller has observed DONE in the state word with Acquire (or wrote it itself), so
+    /// the slot was written and published, and is never written again while `self` lives.
     #[inline]
-    fn done_result(&self) -> Result<&T, &E> {
-        // SAFETY: the caller saw DONE with Acquire, so the slot was written and published and
-        // is never written again; it lives as long as `self`.
+    unsafe fn done_result(&self) -> Result<&T, &E> {
+        // SAFETY: the caller's obligation (above); the slot lives as long as `self`.
         let result = self.inner().slot.with(|slot| unsafe { &*(*slot).as_ptr() });
         result.as_ref()
     }
@@ -332,7 +392,8 @@ impl<T, E> Promise<T, E> {
     #[inline]
     pub fn try_result(&self) -> Option<Result<&T, &E>> {
         if self.is_done() {
-            Some(self.done_result())
+            // SAFETY: `is_done` saw DONE with Acquire.
+            Some(unsafe { self.done_result() })
         } else {
             None
         }
@@ -469,7 +530,9 @@ impl<T, E> Promise<T, E> {
             }
             node.rearm();
         }
-        self.done_result().map_err(PromiseError::Failed)
+        // SAFETY: we left the loop on a failed push (it read DONE with Acquire) or after
+        // `is_done` saw DONE with Acquire.
+        unsafe { self.done_result() }.map_err(PromiseError::Failed)
     }
 
     /// Withdraws a waiter's node: marks it cancelled and, if it is still in the stack, prunes
@@ -488,7 +551,9 @@ impl<T, E> Promise<T, E> {
             // the stack empty: wake what we put back so those waiters see it.
             // ORDERING: the splice was an RMW on `state` after which we read `handles` with
             // Acquire: the same argument as for a fresh push in `wait_slow`.
-            waiter::wake_list(waiter::take(&inner.state));
+            let list = waiter::take(&inner.state);
+            // SAFETY: `take` emptied the stack with an acquiring RMW: we hold every node.
+            unsafe { waiter::wake_list(list) };
         }
     }
 
@@ -523,11 +588,22 @@ impl<T, E> Promise<T, E> {
         }
     }
 
-    /// Runs `f` once with the result when the promise is done: on the setting thread, or at
-    /// once on this thread if it is already done. Any number of callbacks may be registered;
-    /// those registered before the promise is done run in registration order. A panicking
-    /// callback is caught and reported with `log::error!`; the others still run, and the
-    /// panic never reaches the setter.
+    /// Runs `f` once with the result when the promise is done. Any number of callbacks may
+    /// be registered, and **they run in registration order**: a callback registered after
+    /// another one (on the same thread, or after learning that the other was registered)
+    /// runs after it.
+    ///
+    /// - Registered while the promise is pending: `f` runs on the setting thread, after the
+    ///   setter has woken the waiters.
+    /// - Registered once the promise is done: if callbacks registered earlier are still
+    ///   being run by the setter, `f` is queued behind them and the setter runs it too;
+    ///   otherwise `f` runs at once, on this thread, before `then` returns.
+    ///
+    /// A waiter may rely on this when `wait()` returns: the promise is done, but callbacks
+    /// registered before may still be running on the setter's thread; a `then` it registers
+    /// now runs after all of them. A panicking callback is caught and reported with
+    /// `log::error!`; the others still run, and the panic never reaches the setter or the
+    /// registering thread.
     ///
     /// If the promise is dropped without being set, its callbacks are dropped unrun.
     ///
@@ -546,36 +622,59 @@ impl<T, E> Promise<T, E> {
         F: FnOnce(Result<&T, &E>) + Send + 'static,
     {
         let inner = self.inner();
+        // Announce the registration while the promise is pending, so that the setter drains
+        // the callback stack; never after DONE (see `crate::state`).
         // ORDERING: Acquire so that seeing DONE lets us read the result.
         let mut state = inner.state.load(Ordering::Acquire);
-        if state & (DONE | CALLBACKS) == 0 {
-            // Announce the registration before pushing, so the setter knows to close the
-            // callback stack. ORDERING: AcqRel: Acquire to read the result if this returns
-            // DONE; the announcement itself orders nothing else.
-            state = inner.state.fetch_or(CALLBACKS, Ordering::AcqRel);
+        while state & (DONE | CALLBACKS) == 0 {
+            // ORDERING: Acquire on both outcomes, as for the load; the announcement itself
+            // publishes nothing (the node is published by its own Release CAS below).
+            match inner.state.compare_exchange_weak(
+                state,
+                state | CALLBACKS,
+                Ordering::Acquire,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => state |= CALLBACKS,
+                Err(actual) => state = actual,
+            }
         }
-        if state & DONE != 0 {
-            run_callback(Box::new(f), self.done_result());
+        if state & CALLBACKS == 0 {
+            // DONE, and no callback was announced before it: no drain is coming, and none can
+            // start (CALLBACKS is never set after DONE). Run at once, on this thread.
+            // SAFETY: `state` shows DONE, read with Acquire.
+            run_callback(f, unsafe { self.done_result() });
+            return;
+        }
+        // A drain by the setter is coming or under way (or the promise is still pending):
+        // queue behind it, unless the setter has already closed the stack.
+        // ORDERING: Acquire: a `closed` head lets us read the result, and orders our callback
+        // after every one the setter ran (it closed the stack with Release after them).
+        let mut head = inner.callbacks.load(Ordering::Acquire);
+        if head == closed() {
+            // SAFETY: the setter closes the stack only after publishing DONE, and we read
+            // `closed` with Acquire.
+            run_callback(f, unsafe { self.done_result() });
             return;
         }
         let node = Box::into_raw(Box::new(CallbackNode {
             next: ptr::null_mut(),
             f: Box::new(f),
         }));
-        // ORDERING: Acquire: a `closed` head lets us read the result (the setter closed the
-        // stack with Release after publishing).
-        let mut head = inner.callbacks.load(Ordering::Acquire);
         loop {
             if head == closed() {
-                // The setter took the stack before we got in: run it ourselves.
+                // The setter has run everything and closed the stack: run ourselves.
                 // SAFETY: the node was never published; we still own the box.
                 let node = unsafe { Box::from_raw(node) };
-                run_callback(node.f, self.done_result());
+                // SAFETY: the setter closes the stack only after publishing DONE, and we read
+                // `closed` with Acquire.
+                run_callback(node.f, unsafe { self.done_result() });
                 return;
             }
             // SAFETY: the node is not published yet; we are its only user.
             unsafe { (*node).next = head };
-            // ORDERING: Release publishes the node's contents to the setter's Acquire swap.
+            // ORDERING: Release publishes the node's contents to the setter's Acquire swap;
+            // Acquire on failure, as for the load above.
             match inner.callbacks.compare_exchange_weak(
                 head,
                 node,
@@ -669,39 +768,29 @@ impl<T, E> Promise<T, E> {
 
 /// Runs one callback, catching and logging a panic so it reaches neither the setter nor the
 /// other callbacks.
-fn run_callback<T, E>(f: Callback<T, E>, result: Result<&T, &E>) {
-    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || f(result))) {
-        log::error!(
-            "orderslip: a promise callback panicked: {}",
-            panic_message(&*payload).unwrap_or("(non-string panic payload)")
-        );
-        drop_payload(payload);
-    }
-}
-
-/// Drops a panic payload, catching (and logging) a panic from its own `Drop`, so that not
-/// even that reaches the setter or the worker.
-pub(crate) fn drop_payload(payload: Box<dyn std::any::Any + Send>) {
-    if panic::catch_unwind(AssertUnwindSafe(move || drop(payload))).is_err() {
-        log::error!("orderslip: dropping a panic payload panicked");
-    }
-}
-
-/// The message of a panic payload, when it is a string.
-pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> Option<&str> {
-    payload
-        .downcast_ref::<&'static str>()
-        .copied()
-        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+fn run_callback<T, E>(f: impl FnOnce(Result<&T, &E>), result: Result<&T, &E>) {
+    panics::contain("a promise callback", move || f(result));
 }
 
 impl<T, E> Clone for Promise<T, E> {
     /// Another handle to the same promise (no allocation).
+    ///
+    /// # Aborts
+    ///
+    /// Like `Arc`, it aborts the process if the handle count would overflow (which takes
+    /// `isize::MAX / 2` handles, so only leaked clones can get there).
     fn clone(&self) -> Self {
         let handles = &self.inner().handles;
         // ORDERING: Relaxed, as for `Arc`: the new handle is created from an existing one, so
         // the block is alive; whoever receives the clone synchronises through its own means.
         let old = handles.fetch_add(ONE_HANDLE, Ordering::Relaxed);
+        if old > MAX_HANDLES_WORD {
+            // The count is past `isize::MAX`: the clones were leaked (`mem::forget`). Going on
+            // would let the count wrap and free the block under a live handle. Another thread
+            // racing past this check would need `isize::MAX / 2` more clones before the
+            // `abort` below lands to wrap the word.
+            std::process::abort();
+        }
         if old & CLONED == 0 {
             // ORDERING: Relaxed: no handle can be dropped before this clone returns (the
             // original is borrowed, the clone not yet handed out), so every later decrement
@@ -718,11 +807,17 @@ impl<T, E> Clone for Promise<T, E> {
 impl<T, E> Drop for Promise<T, E> {
     #[inline]
     fn drop(&mut self) {
-        // ORDERING: Acquire: if this is the only handle, no other can appear (cloning needs
-        // one) and we free the block; Acquire orders that after every other handle's Release
-        // decrement, like `Arc`'s fence.
-        if self.inner().handles.load(Ordering::Acquire) >> 2 == 1 {
-            self.free();
+        let inner = self.inner();
+        // ORDERING: Acquire on both: if this is the only live handle and no orphaning drop
+        // still holds a guard, no other handle or guard can appear (both need a handle) and
+        // we free the block; Acquire orders that after every other handle's Release
+        // decrement and every guard's Release, like `Arc`'s fence.
+        if live_handles(inner.handles.load(Ordering::Acquire)) == 1
+            && inner.guards.load(Ordering::Acquire) == 1
+        {
+            // SAFETY: the last handle and the last guard (above): nobody else can reach the
+            // block, and `self` is never used again.
+            unsafe { self.free() };
         } else {
             self.drop_shared();
         }
@@ -730,62 +825,95 @@ impl<T, E> Drop for Promise<T, E> {
 }
 
 impl<T, E> Promise<T, E> {
-    /// Frees the block. Only the last handle calls this, once.
+    /// Frees the block.
+    ///
+    /// # Safety
+    ///
+    /// The caller released the last guard (or saw with Acquire that it held the only live
+    /// handle and the only guard), so no other handle or guard exists, and never touches the
+    /// block again.
     #[inline]
-    fn free(&mut self) {
-        // SAFETY: this is the last handle; the block came from `Box::into_raw`.
+    unsafe fn free(&self) {
+        // SAFETY: the caller's obligation (above); the block came from `Box::into_raw`.
         drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
     }
 
-    /// Drops a handle while others may exist: decrements the count, wakes the waiters of the
-    /// one handle left if this makes a pending promise abandoned, frees if it was the last.
+    /// Gives up one guard; frees the block if it was the last (see [`crate::state`]).
+    #[inline]
+    fn release_guard(&self) {
+        // ORDERING: AcqRel, as for `Arc`'s decrement: Release so the freeing thread sees what
+        // this one did; Acquire so, if we free, we see what every other guard holder did.
+        if self.inner().guards.fetch_sub(1, Ordering::AcqRel) == 1 {
+            // SAFETY: we released the last guard: the live handles are gone (they hold one
+            // guard together until the last of them goes) and no orphaning drop is under way.
+            unsafe { self.free() };
+        }
+    }
+
+    /// Drops a handle while other handles or guards may exist. A drop that leaves a single
+    /// live handle of a cloned, pending promise is *orphaning*: it wakes the waiters (all of
+    /// them that handle's) so that they see [`PromiseError::Abandoned`], holding a guard
+    /// meanwhile so the block stays alive under it (see [`crate::state`]).
+    ///
+    /// **Why no waiter misses its abandonment.** The live count falls to one only through an
+    /// orphaning drop's CAS, which then takes the waiter stack (an RMW on `state`). A waiter
+    /// checks the live count after its own push (an RMW on `state` too): if the push came
+    /// first, the take finds the node and wakes it; if the take came first, the push read it
+    /// (all writes of `state` are RMWs, so they form one release sequence), so the CAS
+    /// happens before the waiter's check, which sees the live count at one, or higher again
+    /// because of a clone — whose own drop is then the orphaning one.
     #[inline(never)]
     fn drop_shared(&mut self) {
         let inner = self.inner();
+        let mut guarded = false;
         // ORDERING: Acquire, as in `drop`.
         let mut handles = inner.handles.load(Ordering::Acquire);
-        loop {
-            if handles >> 2 == 1 {
-                break; // the last handle: free the block
+        let orphaning = loop {
+            if live_handles(handles) == 1 {
+                // The last live handle: below, give up the live handles' guard. An orphaning
+                // drop still waking waiters holds its own. If we took a guard to orphan and
+                // the other handle went first, give that one up too (it cannot be the last:
+                // we still hold the live handles' one).
+                if guarded {
+                    self.release_guard();
+                }
+                break false;
             }
             // ORDERING: Acquire: seeing DONE means no waiter needs to hear of abandonment.
-            let orphaning = handles >> 2 == 2
-                && handles & LEAVING == 0
+            let orphaning = live_handles(handles) == 2
+                && handles & CLONED != 0
                 && inner.state.load(Ordering::Acquire) & DONE == 0;
-            let new = if orphaning {
-                // Keep our count while we wake the waiters, so the other handle cannot free
-                // the block under us; LEAVING tells waiters we are as good as gone.
-                handles | LEAVING
-            } else {
-                handles - ONE_HANDLE
-            };
+            if orphaning && !guarded {
+                // Keep the block alive while we wake the waiters, whatever the other handle
+                // does. ORDERING: Relaxed: the Release CAS below carries it to whoever reads
+                // the live count we leave, before they can give up the last guard.
+                inner.guards.fetch_add(1, Ordering::Relaxed);
+                guarded = true;
+            }
             // ORDERING: AcqRel: Release so whoever ends up last (and frees, or reads the slot)
-            // sees what this handle did; Acquire so we can free if it turns out to be us.
+            // sees what this handle did; Acquire to re-read a current count on failure.
             match inner.handles.compare_exchange_weak(
                 handles,
-                new,
+                handles - ONE_HANDLE,
                 Ordering::AcqRel,
                 Ordering::Acquire,
             ) {
+                Ok(_) if !guarded => return,
+                Ok(_) => break orphaning,
                 Err(actual) => handles = actual,
-                Ok(_) if !orphaning => return,
-                Ok(_) => {
-                    // The take is an RMW on `state` after our Release CAS: a waiter whose push
-                    // came before it is taken and woken; one whose push came after read our
-                    // write, and its check of `handles` sees LEAVING (see `wait_slow`).
-                    waiter::wake_list(waiter::take(&inner.state));
-                    // ORDERING: AcqRel, as for the CAS above.
-                    let old = inner
-                        .handles
-                        .fetch_sub(ONE_HANDLE | LEAVING, Ordering::AcqRel);
-                    if old >> 2 == 1 {
-                        break; // the other handle went away meanwhile: we are last
-                    }
-                    return;
-                }
             }
+        };
+        if orphaning {
+            // The take is an RMW on `state` after our Release CAS: a waiter whose push came
+            // before it is taken and woken; one whose push came after sees the live count we
+            // left (see above).
+            let list = waiter::take(&inner.state);
+            // SAFETY: `take` emptied the stack with an acquiring RMW: we hold every node.
+            unsafe { waiter::wake_list(list) };
         }
-        self.free();
+        // Either the orphaning guard (also when the count moved on and we did not orphan
+        // after all), or the live handles' guard: we were the last live handle.
+        self.release_guard();
     }
 }
 
@@ -801,7 +929,8 @@ impl<T, E> Drop for Inner<T, E> {
         }
         // Leftover cancelled waiter nodes (nobody can be waiting: waiters hold a handle).
         if ptr_bits(state) != 0 {
-            waiter::drop_list(ptr_bits(state) as *const Waiter);
+            // SAFETY: we own the block, so the stack in the word is ours alone.
+            unsafe { waiter::drop_list(ptr_bits(state) as *const Waiter) };
         }
         let mut node = self.callbacks.load(Ordering::Relaxed);
         if !node.is_null() && node != closed() {
@@ -873,8 +1002,8 @@ impl<'a, T, E> Future for WaitAsync<'a, T, E> {
             }
         };
         if !registered {
-            // The push found DONE (and read it with Acquire).
-            return Poll::Ready(promise.done_result().map_err(PromiseError::Failed));
+            // SAFETY: the push found DONE (and read it with Acquire).
+            return Poll::Ready(unsafe { promise.done_result() }.map_err(PromiseError::Failed));
         }
         // ORDERING: as in `wait_slow`: checked after the push, an RMW on `state`.
         if promise.is_abandoned() {
@@ -901,5 +1030,48 @@ impl<T, E> fmt::Debug for WaitAsync<'_, T, E> {
             .field("promise", self.promise)
             .field("registered", &self.node.is_some())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// Issue 10, defect 7: cloning unchecked let the handle count wrap (on a 32-bit target,
+    /// after about 2^30 leaked clones), and a later clone + drop freed the block under a live
+    /// handle. The count is set near the limit by hand (no test can leak 2^62 clones), in a
+    /// child process, which must abort on the next clone. Before the fix the child's clone
+    /// returned and the child exited normally.
+    #[test]
+    #[cfg_attr(miri, ignore = "Miri cannot spawn processes")]
+    fn cloning_past_the_handle_limit_aborts_the_process() {
+        const CHILD: &str = "ORDERSLIP_HANDLE_OVERFLOW_CHILD";
+        if std::env::var_os(CHILD).is_some() {
+            let p: Promise<(), ()> = Promise::with_setter(None);
+            p.inner()
+                .handles
+                .store(MAX_HANDLES_WORD + 1, Ordering::Relaxed);
+            let q = p.clone(); // must abort
+            std::mem::forget((p, q));
+            std::process::exit(0);
+        }
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "promise::tests::cloning_past_the_handle_limit_aborts_the_process",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "the child's clone past the limit returned: {output:?}"
+        );
+        #[cfg(unix)]
+        {
+            use std::os::unix::process::ExitStatusExt;
+            assert_eq!(output.status.signal(), Some(6), "SIGABRT: {output:?}");
+        }
     }
 }

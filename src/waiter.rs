@@ -26,6 +26,7 @@
 //! cancelled while another prune had the stack out, which the next prune frees: a million
 //! timed-out waits leave nothing behind.
 
+use crate::panics;
 use crate::state::{ptr_bits, TAGS};
 use crate::sync::{
     self, thread::Thread, Arc, AtomicU8, AtomicUsize, AtomicWaker, Ordering, UnsafeCell,
@@ -158,10 +159,22 @@ pub(crate) fn take(state: &AtomicUsize) -> *const Waiter {
 }
 
 /// Wakes every node of a list the caller holds and drops the list's references.
-pub(crate) fn wake_list(mut node: *const Waiter) {
+///
+/// A task's `Waker` is foreign code and may panic in `wake` or in its `Drop`: each such panic
+/// is contained and reported (see [`crate::panics`]), and the walk goes on, so every other
+/// node is still woken and released and the caller's protocol step (publishing a result,
+/// giving up a handle) still completes.
+///
+/// # Safety
+///
+/// The caller holds `node` and every node after it: it took them out of a stack with an
+/// acquiring read-modify-write (so each `next` written before the node's push is visible),
+/// and nobody else can reach them any more. Each node carries one `Arc` reference that the
+/// list owns and that this call consumes.
+pub(crate) unsafe fn wake_list(mut node: *const Waiter) {
     while !node.is_null() {
-        // SAFETY: the caller holds the list, so each node is alive (the list owns one `Arc`
-        // reference to it) and nobody else touches its `next`.
+        // SAFETY: the caller holds the list (see `# Safety`), so each node is alive (the list
+        // owns one `Arc` reference to it) and nobody else touches its `next`.
         let waiter = unsafe { Arc::from_raw(node) };
         // Read `next` before waking: once WOKEN, the owner may re-push the node and rewrite it.
         // SAFETY: as above, the caller holds the node.
@@ -175,19 +188,34 @@ pub(crate) fn wake_list(mut node: *const Waiter) {
         {
             match &waiter.wake {
                 Wake::Thread(thread) => thread.unpark(),
-                Wake::Task(atomic) => atomic.wake(),
+                Wake::Task(atomic) => {
+                    panics::contain("a task's Waker::wake", || atomic.wake());
+                }
             }
         }
+        release(waiter);
     }
 }
 
+/// Drops the list's reference to a node. If it was the last one, a task node's `Waker` is
+/// dropped with it, and that foreign `Drop` may panic: contained.
+#[inline]
+fn release(waiter: Arc<Waiter>) {
+    panics::contain("dropping a task's Waker", move || drop(waiter));
+}
+
 /// Drops a list without waking anyone (the promise itself is being freed).
-pub(crate) fn drop_list(mut node: *const Waiter) {
+///
+/// # Safety
+///
+/// As for [`wake_list`]: the caller holds every node of the list.
+pub(crate) unsafe fn drop_list(mut node: *const Waiter) {
     while !node.is_null() {
-        // SAFETY: as in `wake_list`: the caller holds every node of the list.
+        // SAFETY: the caller holds every node of the list (`# Safety`).
         let waiter = unsafe { Arc::from_raw(node) };
         // SAFETY: as above.
         node = waiter.next.with(|next| unsafe { *next });
+        release(waiter);
     }
 }
 
@@ -206,7 +234,7 @@ pub(crate) fn prune(state: &AtomicUsize, closed: usize) -> bool {
         // ORDERING: Relaxed: a stale WAITING only keeps a node one prune longer.
         if status == CANCELLED {
             // SAFETY: drops the stack's reference to a node we hold.
-            drop(unsafe { Arc::from_raw(node) });
+            release(unsafe { Arc::from_raw(node) });
         } else {
             if keep_head.is_null() {
                 keep_head = node;
@@ -238,7 +266,8 @@ fn splice(state: &AtomicUsize, head: *const Waiter, tail: *const Waiter, closed:
     let mut cur = state.load(Ordering::Acquire);
     loop {
         if cur & closed != 0 {
-            wake_list(head);
+            // SAFETY: we hold the list from `head` (taken by `prune`, relinked by us).
+            unsafe { wake_list(head) };
             return false;
         }
         // SAFETY: we hold the list, so `tail` is alive and its `next` is ours.

@@ -84,3 +84,86 @@ pub fn owned<T: Clone, E: Clone>(
 ) -> Result<T, orderslip::PromiseError<E>> {
     r.cloned().map_err(orderslip::PromiseError::cloned)
 }
+
+/// A waker that, when woken, says so and then blocks inside `wake` until released: it
+/// freezes whoever wakes it (a setter, an orphaning drop) at a known point of its protocol.
+#[derive(Default)]
+pub struct GateWake {
+    state: std::sync::Mutex<(bool, bool)>, // (entered, released)
+    changed: std::sync::Condvar,
+}
+
+impl GateWake {
+    /// A gate and a waker for it.
+    pub fn new() -> (Waker, Arc<GateWake>) {
+        let gate = Arc::new(GateWake::default());
+        (Waker::from(gate.clone()), gate)
+    }
+
+    /// Waits (up to `DEADLINE`) until some thread is blocked inside `wake`; returns whether
+    /// one is.
+    pub fn wait_entered(&self) -> bool {
+        let guard = self.state.lock().unwrap();
+        let (guard, _) = self
+            .changed
+            .wait_timeout_while(guard, DEADLINE, |s| !s.0)
+            .unwrap();
+        guard.0
+    }
+
+    /// Lets the thread blocked in `wake` (and any later one) go on.
+    pub fn release(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+impl Wake for GateWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        let mut guard = self.state.lock().unwrap();
+        guard.0 = true;
+        self.changed.notify_all();
+        while !guard.1 {
+            guard = self.changed.wait(guard).unwrap();
+        }
+    }
+}
+
+/// A waker whose `wake` panics with a message containing "intentional".
+pub struct PanickingWake;
+
+impl Wake for PanickingWake {
+    fn wake(self: Arc<Self>) {
+        panic!("intentional: a panicking Waker::wake");
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        panic!("intentional: a panicking Waker::wake_by_ref");
+    }
+}
+
+/// Polls `f` once with `waker`.
+pub fn poll_once<F: Future + ?Sized>(f: std::pin::Pin<&mut F>, waker: &Waker) -> Poll<F::Output> {
+    f.poll(&mut Context::from_waker(waker))
+}
+
+/// Installs (once per process) a panic hook that stays silent for panics whose message
+/// contains "intentional" (and non-string payloads), and reports every other panic as usual.
+pub fn quiet_intentional_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let default = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            let payload = info.payload();
+            let message = payload
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
+            if message.is_some_and(|m| !m.contains("intentional")) {
+                default(info);
+            }
+        }));
+    });
+}

@@ -1,0 +1,64 @@
+//! Containing foreign panics: the one place where the crate catches a panic from code it
+//! does not own (a callback, a `Waker`, a logger, a panic payload's or a value's `Drop`) and
+//! reports it, so that the panic never unwinds through a half-finished protocol step.
+//!
+//! Every report goes through [`report`], which itself runs the logger under
+//! `catch_unwind`: a logger that panics is the one thing we cannot report, so its panic is
+//! swallowed (its payload dropped under `catch_unwind` too).
+
+use std::any::Any;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+
+/// A caught panic's payload.
+pub(crate) type Payload = Box<dyn Any + Send>;
+
+/// Logs `message` with `log::error!`. A panic raised by the logger is caught and dropped:
+/// a report must never unwind into the code that makes it.
+#[cold]
+pub(crate) fn report(message: fmt::Arguments<'_>) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| log::error!("{message}"))) {
+        forget_payload(payload);
+    }
+}
+
+/// Drops a panic payload, catching (and reporting) a panic from its own `Drop`, so that not
+/// even that reaches the setter or the worker.
+pub(crate) fn drop_payload(payload: Payload) {
+    if panic::catch_unwind(AssertUnwindSafe(move || drop(payload))).is_err() {
+        report(format_args!("orderslip: dropping a panic payload panicked"));
+    }
+}
+
+/// Drops a payload without reporting anything (used where the report itself failed).
+fn forget_payload(payload: Payload) {
+    if let Err(inner) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        // A payload whose drop panics with a payload whose drop panics: leak that one rather
+        // than recurse without end.
+        std::mem::forget(inner);
+    }
+}
+
+/// The message of a panic payload, when it is a string.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
+    payload
+        .downcast_ref::<&'static str>()
+        .copied()
+        .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+/// Runs `f`; if it panics, reports the panic as `what` (with its message when it has one)
+/// and drops the payload, all contained. Returns whether `f` completed.
+pub(crate) fn contain(what: &str, f: impl FnOnce()) -> bool {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => true,
+        Err(payload) => {
+            report(format_args!(
+                "orderslip: {what} panicked: {}",
+                panic_message(&*payload).unwrap_or("(non-string panic payload)")
+            ));
+            drop_payload(payload);
+            false
+        }
+    }
+}
