@@ -178,9 +178,7 @@ mod error;
 mod panics;
 mod promise;
 mod queue;
-mod state;
 mod sync;
-mod waiter;
 
 pub use error::{PromiseDoneError, PromiseError};
 pub use promise::{Promise, WaitAsync};

@@ -3,18 +3,20 @@
 //!
 //! # How it works
 //!
-//! All clones of a promise share one heap block ([`Inner`]) holding:
+//! All clones of a promise share one heap block ([`Inner`]), the crate's one allocation per
+//! promise, and each mechanism in it has its own module, which draws its state machine and
+//! argues why nothing is lost:
 //!
-//! - `state`, one atomic word: the tag bits CLAIMED, DONE and CALLBACKS, and the head of a
-//!   lock-free stack of waiting threads and tasks ([`crate::state`] draws the machine);
-//! - `callbacks`, a second lock-free stack for `then` callbacks, drained and closed by the
-//!   setter;
-//! - `handles` and `guards`, how many live handles exist (and whether the promise was ever
-//!   cloned), which detects abandonment, and what keeps the block alive (see
-//!   [`crate::state`]);
-//! - the result slot, written once by the setter that won the claim.
-//!
-//! The state machine is drawn once, in [`crate::state`].
+//! - [`state`]: one atomic word, the tag bits CLAIMED, DONE and CALLBACKS and the head of the
+//!   waiter stack; the machine EMPTY → SETTING → DONE;
+//! - [`waiters`]: the lock-free stack of blocked threads and pending futures in that word,
+//!   woken by the setter or by an orphaning drop, pruned by waiters that give up;
+//! - [`callbacks`]: the `then` stack, drained in registration order and closed by the setter;
+//! - [`handles`]: how many live handles exist, which detects abandonment, and the guards that
+//!   keep the block alive and free it once;
+//! - [`future`]: [`WaitAsync`], a waiter whose owner is a task;
+//! - this file: the API, the result slot (written once by the setter that won the claim),
+//!   and the blocking wait.
 //!
 //! **Progress.** Publishing is lock-free and never waits for another thread: one `fetch_or`
 //! to claim, a write, one CAS that publishes DONE and takes the whole waiter stack (it retries
@@ -30,23 +32,26 @@
 //! word, a waiter that registers just as the setter publishes is either taken (and woken) or
 //! sees DONE: no wake-up is lost.
 
+mod callbacks;
+mod future;
+mod handles;
+mod state;
+mod waiters;
+
+pub use future::WaitAsync;
+
 use crate::error::{PromiseDoneError, PromiseError};
-use crate::panics;
 pub(crate) use crate::panics::{drop_payload, panic_message};
-use crate::state::{
-    live_handles, ptr_bits, CALLBACKS, CLAIMED, CLONED, DONE, MAX_HANDLES_WORD, ONE_HANDLE,
-};
-use crate::sync::{self, thread, Arc, AtomicPtr, AtomicUsize, Ordering, Spin, UnsafeCell};
-use crate::waiter::{self, Waiter};
+use crate::sync::{self, thread, Arc, AtomicUsize, Ordering, Spin, UnsafeCell};
+use callbacks::Callbacks;
+use handles::Handles;
+use state::{State, CLAIMED, DONE};
 use std::fmt;
-use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
-use std::panic::{self, AssertUnwindSafe};
-use std::pin::Pin;
-use std::ptr::{self, NonNull};
-use std::task::{Context, Poll};
+use std::ptr::NonNull;
 use std::time::{Duration, Instant};
+use waiters::Waiter;
 
 /// Which thread, if any, must not wait for the promise while it is pending.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -70,38 +75,21 @@ impl Setter {
     }
 }
 
-type Callback<T, E> = Box<dyn FnOnce(Result<&T, &E>) + Send>;
-
-/// A registered `then` callback, in the callback stack.
-struct CallbackNode<T, E> {
-    /// Written by the registrar before the CAS that publishes the node; read by the setter
-    /// after the swap that takes the stack.
-    next: *mut CallbackNode<T, E>,
-    f: Callback<T, E>,
-}
-
-/// The callback stack's value once the setter has taken it: registrars that see it run their
-/// callback themselves. It is the address just past a node at address 0, which no heap
-/// allocation can have; it is only compared, never dereferenced.
-fn closed<T, E>() -> *mut CallbackNode<T, E> {
-    ptr::null_mut::<CallbackNode<T, E>>().wrapping_add(1)
-}
-
 /// The shared block all handles of one promise point to: the crate's one allocation per
 /// promise.
 struct Inner<T, E> {
-    /// Tags and waiter stack; see [`crate::state`].
+    /// Tags and waiter stack; see [`state`].
     state: AtomicUsize,
-    /// `then` callbacks, newest first; [`closed`] after the setter took them.
-    callbacks: AtomicPtr<CallbackNode<T, E>>,
-    /// `live_handles << 1 | CLONED`; see [`crate::state`].
-    handles: AtomicUsize,
-    /// One for the live handles together, plus one per orphaning drop under way; the block
-    /// is freed by whoever gives up the last. See [`crate::state`].
-    guards: AtomicUsize,
+    /// `then` callbacks; see [`callbacks`].
+    callbacks: Callbacks<T, E>,
+    /// Live handles and guards; see [`handles`].
+    handles: Handles,
     setter: Setter,
     slot: UnsafeCell<MaybeUninit<Result<T, E>>>,
 }
+
+/// Makes a type invariant in `T` and `E` (see `Promise`'s `_invariant`).
+type Invariant<T, E> = (fn(T) -> T, fn(E) -> E);
 
 /// A write-once result that is still being produced: an order slip.
 ///
@@ -127,9 +115,27 @@ struct Inner<T, E> {
 ///
 /// assert_eq!(answer.result(Duration::from_secs(5)), Ok(&42));
 /// ```
+///
+/// # Variance
+///
+/// `Promise<T, E>` is invariant in `T` and `E`: a handle both takes values in and lends them
+/// out, so turning a `Promise<&'static str, _>` into a `Promise<&'a str, _>` would let a
+/// short-lived reference be set and then read as `'static`. The compiler refuses it:
+///
+/// ```compile_fail
+/// use orderslip::Promise;
+/// fn shorten<'a>(p: Promise<&'static str, ()>) -> Promise<&'a str, ()> {
+///     p // error: lifetime may not live long enough (the type is invariant)
+/// }
+/// ```
 pub struct Promise<T, E> {
     inner: NonNull<Inner<T, E>>,
+    /// The handle owns (a share of) the block, for the drop checker.
     _owns: PhantomData<Inner<T, E>>,
+    /// Invariant in `T` and `E` on purpose: a handle both gives out `&T`/`&E` and takes
+    /// `T`/`E` in (`set_result`), so neither direction of variance is sound. Without this the
+    /// invariance would hang on `Inner` happening to hold interior-mutable fields.
+    _invariant: PhantomData<Invariant<T, E>>,
 }
 
 // SAFETY: a handle moved to another thread may move a `T`/`E` in (set), hand out `&T`/`&E`
@@ -196,10 +202,9 @@ impl<T, E> Promise<T, E> {
     #[inline]
     pub(crate) fn with_setter_kind(setter: Setter) -> Self {
         let inner = Box::new(Inner {
-            state: AtomicUsize::new(0),
-            callbacks: AtomicPtr::new(ptr::null_mut()),
-            handles: AtomicUsize::new(ONE_HANDLE),
-            guards: AtomicUsize::new(1),
+            state: AtomicUsize::new(State::EMPTY.0),
+            callbacks: Callbacks::new(),
+            handles: Handles::new(),
             setter,
             slot: UnsafeCell::new(MaybeUninit::uninit()),
         });
@@ -207,6 +212,7 @@ impl<T, E> Promise<T, E> {
             // SAFETY: `Box::into_raw` never returns null.
             inner: unsafe { NonNull::new_unchecked(Box::into_raw(inner)) },
             _owns: PhantomData,
+            _invariant: PhantomData,
         }
     }
 
@@ -262,7 +268,7 @@ impl<T, E> Promise<T, E> {
         let inner = self.inner();
         // Claim. ORDERING: Relaxed: the claim orders nothing by itself; other claimers only
         // learn they lost, and readers wait for DONE, which the Release swap below publishes.
-        if inner.state.fetch_or(CLAIMED, Ordering::Relaxed) & CLAIMED != 0 {
+        if State(inner.state.fetch_or(CLAIMED, Ordering::Relaxed)).is_claimed() {
             return Err(result);
         }
         // SAFETY: the claim above succeeded, so this thread is the only writer of the slot,
@@ -271,85 +277,30 @@ impl<T, E> Promise<T, E> {
         // Publish and take the waiter stack in one step, keeping CALLBACKS as it was so that
         // a `then` that sees DONE knows whether this thread will drain the callback stack.
         // ORDERING: Relaxed load: only a first guess for the CAS, which reads the word again.
-        let mut old = inner.state.load(Ordering::Relaxed);
+        let mut old = State(inner.state.load(Ordering::Relaxed));
         loop {
             // ORDERING: Release publishes the slot to every Acquire reader of DONE; Acquire
-            // lets us read the waiter nodes pushed with Release (and the callbacks announced).
+            // lets us read the waiter nodes pushed with Release.
             match inner.state.compare_exchange_weak(
-                old,
-                CLAIMED | DONE | (old & CALLBACKS),
+                old.0,
+                old.published().0,
                 Ordering::AcqRel,
                 Ordering::Relaxed,
             ) {
                 Ok(_) => break,
-                Err(actual) => old = actual,
+                Err(actual) => old = State(actual),
             }
         }
-        if ptr_bits(old) != 0 {
+        if old.waiters() != 0 {
             // SAFETY: the CAS took the stack out of the word (it wrote no pointer bits) with
             // Acquire, so we hold every node of it.
-            unsafe { waiter::wake_list(ptr_bits(old) as *const Waiter) };
+            unsafe { waiters::wake_list(old.waiters() as *const Waiter) };
         }
-        if old & CALLBACKS != 0 {
-            self.drain_callbacks();
+        if old.has_callbacks() {
+            // SAFETY: our own CAS published DONE.
+            inner.callbacks.drain(unsafe { self.done_result() });
         }
         Ok(())
-    }
-
-    /// Runs every callback in registration order, including those registered while it runs,
-    /// then closes the callback stack. Called once, by the setter, after publishing DONE, if
-    /// CALLBACKS was set before that.
-    ///
-    /// **Why the order holds.** A `then` that sees DONE with CALLBACKS pushes its callback
-    /// instead of running it, unless the stack is already closed. This loop takes the stack
-    /// (leaving it empty, not closed), runs the batch oldest first, and looks again; it closes
-    /// the stack only with a CAS from *empty*, after the last batch has run. So a callback
-    /// registered after another one (in happens-before order) is either in the same batch
-    /// after it, in a later batch, or runs at once on its own thread after seeing the closed
-    /// stack, which the CAS published after every earlier callback had returned.
-    #[cold]
-    #[inline(never)]
-    fn drain_callbacks(&self) {
-        let callbacks = &self.inner().callbacks;
-        // SAFETY: our publishing CAS set DONE (and we read our own write).
-        let result = unsafe { self.done_result() };
-        loop {
-            // ORDERING: AcqRel: Acquire to read the nodes registrars pushed with Release;
-            // Release keeps the chain of RMWs a release sequence for the closing CAS.
-            let mut node = callbacks.swap(ptr::null_mut(), Ordering::AcqRel);
-            if node.is_null() {
-                // ORDERING: Release: a registrar that reads `closed` (Acquire) happens after
-                // every callback this loop ran. Failure: someone pushed; take it next round.
-                if callbacks
-                    .compare_exchange(
-                        ptr::null_mut(),
-                        closed(),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_ok()
-                {
-                    return;
-                }
-                continue;
-            }
-            // The stack is newest first; reverse it to run in registration order.
-            let mut ordered: *mut CallbackNode<T, E> = ptr::null_mut();
-            while !node.is_null() {
-                // SAFETY: the swap handed us the stack; every node is a live `Box` we own.
-                let next = unsafe { (*node).next };
-                // SAFETY: as above.
-                unsafe { (*node).next = ordered };
-                ordered = node;
-                node = next;
-            }
-            while !ordered.is_null() {
-                // SAFETY: each node came from `Box::into_raw` in `then` and is ours alone.
-                let node = unsafe { Box::from_raw(ordered) };
-                ordered = node.next;
-                run_callback(node.f, result);
-            }
-        }
     }
 
     /// The result.
@@ -377,7 +328,7 @@ impl<T, E> Promise<T, E> {
     #[inline]
     pub fn is_done(&self) -> bool {
         // ORDERING: Acquire so a `true` here lets the caller read the result next.
-        self.inner().state.load(Ordering::Acquire) & DONE != 0
+        State(self.inner().state.load(Ordering::Acquire)).is_done()
     }
 
     /// The result if the promise is done, else `None`. Never blocks.
@@ -449,12 +400,9 @@ impl<T, E> Promise<T, E> {
 
     /// Whether the promise can no longer be set by anyone but the caller's handle: it had
     /// other handles and they are all gone. (A promise that was never cloned may be shared by
-    /// reference with its setter, so it never counts as abandoned.)
+    /// reference with its setter, so it never counts as abandoned.) See [`handles`].
     fn is_abandoned(&self) -> bool {
-        // ORDERING: Acquire pairs with the Release of the handle that went away, so if it set
-        // the promise first, the caller's next DONE check sees it.
-        let handles = self.inner().handles.load(Ordering::Acquire);
-        live_handles(handles) == 1 && handles & CLONED != 0
+        self.inner().handles.is_abandoned()
     }
 
     /// The error for a pending promise that a waiter gave up on: the promise may have been
@@ -494,7 +442,7 @@ impl<T, E> Promise<T, E> {
 
         let node = Waiter::for_thread(thread::current());
         loop {
-            if !waiter::push(&inner.state, &node, DONE) {
+            if !waiters::push(&inner.state, &node, DONE) {
                 break; // DONE: the result is there (the failed CAS read it with Acquire).
             }
             // ORDERING: the push was an RMW on `state`; a dropper that made us the last handle
@@ -543,17 +491,17 @@ impl<T, E> Promise<T, E> {
         }
     }
 
-    /// Frees the cancelled nodes of the waiter stack (see [`waiter::prune`]).
+    /// Frees the cancelled nodes of the waiter stack (see [`waiters::prune`]).
     fn prune(&self) {
         let inner = self.inner();
-        if waiter::prune(&inner.state, DONE) && self.is_abandoned() {
+        if waiters::prune(&inner.state, DONE) && self.is_abandoned() {
             // While we had the stack out, a drop may have made the promise abandoned and found
             // the stack empty: wake what we put back so those waiters see it.
             // ORDERING: the splice was an RMW on `state` after which we read `handles` with
             // Acquire: the same argument as for a fresh push in `wait_slow`.
-            let list = waiter::take(&inner.state);
+            let list = waiters::take(&inner.state);
             // SAFETY: `take` emptied the stack with an acquiring RMW: we hold every node.
-            unsafe { waiter::wake_list(list) };
+            unsafe { waiters::wake_list(list) };
         }
     }
 
@@ -582,10 +530,7 @@ impl<T, E> Promise<T, E> {
     /// assert_eq!(block_on(p.wait_async()), Ok(&5));
     /// ```
     pub fn wait_async(&self) -> WaitAsync<'_, T, E> {
-        WaitAsync {
-            promise: self,
-            node: None,
-        }
+        WaitAsync::new(self)
     }
 
     /// Runs `f` once with the result when the promise is done. Any number of callbacks may
@@ -623,67 +568,35 @@ impl<T, E> Promise<T, E> {
     {
         let inner = self.inner();
         // Announce the registration while the promise is pending, so that the setter drains
-        // the callback stack; never after DONE (see `crate::state`).
+        // the callback stack; never after DONE (see [`state`]).
         // ORDERING: Acquire so that seeing DONE lets us read the result.
-        let mut state = inner.state.load(Ordering::Acquire);
-        while state & (DONE | CALLBACKS) == 0 {
+        let mut state = State(inner.state.load(Ordering::Acquire));
+        while !state.is_done() && !state.has_callbacks() {
             // ORDERING: Acquire on both outcomes, as for the load; the announcement itself
-            // publishes nothing (the node is published by its own Release CAS below).
+            // publishes nothing (the node is published by its own Release CAS).
             match inner.state.compare_exchange_weak(
-                state,
-                state | CALLBACKS,
+                state.0,
+                state.with_callbacks().0,
                 Ordering::Acquire,
                 Ordering::Acquire,
             ) {
-                Ok(_) => state |= CALLBACKS,
-                Err(actual) => state = actual,
+                Ok(_) => state = state.with_callbacks(),
+                Err(actual) => state = State(actual),
             }
         }
-        if state & CALLBACKS == 0 {
-            // DONE, and no callback was announced before it: no drain is coming, and none can
-            // start (CALLBACKS is never set after DONE). Run at once, on this thread.
-            // SAFETY: `state` shows DONE, read with Acquire.
-            run_callback(f, unsafe { self.done_result() });
+        if !state.has_callbacks() || inner.callbacks.is_closed() {
+            // DONE with no drain due (CALLBACKS is never set after DONE), or the drain is over
+            // and every earlier callback has run: run at once, on this thread, unboxed.
+            // SAFETY: `state` shows DONE (read with Acquire), or the setter closed the stack
+            // after publishing DONE and `is_closed` read that with Acquire.
+            callbacks::run(f, unsafe { self.done_result() });
             return;
         }
-        // A drain by the setter is coming or under way (or the promise is still pending):
-        // queue behind it, unless the setter has already closed the stack.
-        // ORDERING: Acquire: a `closed` head lets us read the result, and orders our callback
-        // after every one the setter ran (it closed the stack with Release after them).
-        let mut head = inner.callbacks.load(Ordering::Acquire);
-        if head == closed() {
-            // SAFETY: the setter closes the stack only after publishing DONE, and we read
-            // `closed` with Acquire.
-            run_callback(f, unsafe { self.done_result() });
-            return;
-        }
-        let node = Box::into_raw(Box::new(CallbackNode {
-            next: ptr::null_mut(),
-            f: Box::new(f),
-        }));
-        loop {
-            if head == closed() {
-                // The setter has run everything and closed the stack: run ourselves.
-                // SAFETY: the node was never published; we still own the box.
-                let node = unsafe { Box::from_raw(node) };
-                // SAFETY: the setter closes the stack only after publishing DONE, and we read
-                // `closed` with Acquire.
-                run_callback(node.f, unsafe { self.done_result() });
-                return;
-            }
-            // SAFETY: the node is not published yet; we are its only user.
-            unsafe { (*node).next = head };
-            // ORDERING: Release publishes the node's contents to the setter's Acquire swap;
-            // Acquire on failure, as for the load above.
-            match inner.callbacks.compare_exchange_weak(
-                head,
-                node,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return,
-                Err(actual) => head = actual,
-            }
+        // A drain is coming or under way (or the promise is pending): queue behind it.
+        if let Err(f) = inner.callbacks.push(Box::new(f)) {
+            // The setter closed the stack meanwhile: every earlier callback has run.
+            // SAFETY: as above, `push` read the closed stack with Acquire.
+            callbacks::run(f, unsafe { self.done_result() });
         }
     }
 
@@ -766,12 +679,6 @@ impl<T, E> Promise<T, E> {
     }
 }
 
-/// Runs one callback, catching and logging a panic so it reaches neither the setter nor the
-/// other callbacks.
-fn run_callback<T, E>(f: impl FnOnce(Result<&T, &E>), result: Result<&T, &E>) {
-    panics::contain("a promise callback", move || f(result));
-}
-
 impl<T, E> Clone for Promise<T, E> {
     /// Another handle to the same promise (no allocation).
     ///
@@ -779,27 +686,13 @@ impl<T, E> Clone for Promise<T, E> {
     ///
     /// Like `Arc`, it aborts the process if the handle count would overflow (which takes
     /// `isize::MAX / 2` handles, so only leaked clones can get there).
+    #[inline]
     fn clone(&self) -> Self {
-        let handles = &self.inner().handles;
-        // ORDERING: Relaxed, as for `Arc`: the new handle is created from an existing one, so
-        // the block is alive; whoever receives the clone synchronises through its own means.
-        let old = handles.fetch_add(ONE_HANDLE, Ordering::Relaxed);
-        if old > MAX_HANDLES_WORD {
-            // The count is past `isize::MAX`: the clones were leaked (`mem::forget`). Going on
-            // would let the count wrap and free the block under a live handle. Another thread
-            // racing past this check would need `isize::MAX / 2` more clones before the
-            // `abort` below lands to wrap the word.
-            std::process::abort();
-        }
-        if old & CLONED == 0 {
-            // ORDERING: Relaxed: no handle can be dropped before this clone returns (the
-            // original is borrowed, the clone not yet handed out), so every later decrement
-            // comes after this in the word's modification order and carries the bit along.
-            handles.fetch_or(CLONED, Ordering::Relaxed);
-        }
+        self.inner().handles.add();
         Promise {
             inner: self.inner,
             _owns: PhantomData,
+            _invariant: PhantomData,
         }
     }
 }
@@ -808,146 +701,41 @@ impl<T, E> Drop for Promise<T, E> {
     #[inline]
     fn drop(&mut self) {
         let inner = self.inner();
-        // ORDERING: Acquire on both: if this is the only live handle and no orphaning drop
-        // still holds a guard, no other handle or guard can appear (both need a handle) and
-        // we free the block; Acquire orders that after every other handle's Release
-        // decrement and every guard's Release, like `Arc`'s fence.
-        if live_handles(inner.handles.load(Ordering::Acquire)) == 1
-            && inner.guards.load(Ordering::Acquire) == 1
-        {
-            // SAFETY: the last handle and the last guard (above): nobody else can reach the
-            // block, and `self` is never used again.
-            unsafe { self.free() };
-        } else {
-            self.drop_shared();
-        }
-    }
-}
-
-impl<T, E> Promise<T, E> {
-    /// Frees the block.
-    ///
-    /// # Safety
-    ///
-    /// The caller released the last guard (or saw with Acquire that it held the only live
-    /// handle and the only guard), so no other handle or guard exists, and never touches the
-    /// block again.
-    #[inline]
-    unsafe fn free(&self) {
-        // SAFETY: the caller's obligation (above); the block came from `Box::into_raw`.
-        drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
-    }
-
-    /// Gives up one guard; frees the block if it was the last (see [`crate::state`]).
-    #[inline]
-    fn release_guard(&self) {
-        // ORDERING: AcqRel, as for `Arc`'s decrement: Release so the freeing thread sees what
-        // this one did; Acquire so, if we free, we see what every other guard holder did.
-        if self.inner().guards.fetch_sub(1, Ordering::AcqRel) == 1 {
-            // SAFETY: we released the last guard: the live handles are gone (they hold one
-            // guard together until the last of them goes) and no orphaning drop is under way.
-            unsafe { self.free() };
-        }
-    }
-
-    /// Drops a handle while other handles or guards may exist. A drop that leaves a single
-    /// live handle of a cloned, pending promise is *orphaning*: it wakes the waiters (all of
-    /// them that handle's) so that they see [`PromiseError::Abandoned`], holding a guard
-    /// meanwhile so the block stays alive under it (see [`crate::state`]).
-    ///
-    /// **Why no waiter misses its abandonment.** The live count falls to one only through an
-    /// orphaning drop's CAS, which then takes the waiter stack (an RMW on `state`). A waiter
-    /// checks the live count after its own push (an RMW on `state` too): if the push came
-    /// first, the take finds the node and wakes it; if the take came first, the push read it
-    /// (all writes of `state` are RMWs, so they form one release sequence), so the CAS
-    /// happens before the waiter's check, which sees the live count at one, or higher again
-    /// because of a clone — whose own drop is then the orphaning one.
-    #[inline(never)]
-    fn drop_shared(&mut self) {
-        let inner = self.inner();
-        let mut guarded = false;
-        // ORDERING: Acquire, as in `drop`.
-        let mut handles = inner.handles.load(Ordering::Acquire);
-        let orphaning = loop {
-            if live_handles(handles) == 1 {
-                // The last live handle: below, give up the live handles' guard. An orphaning
-                // drop still waking waiters holds its own. If we took a guard to orphan and
-                // the other handle went first, give that one up too (it cannot be the last:
-                // we still hold the live handles' one).
-                if guarded {
-                    self.release_guard();
-                }
-                break false;
-            }
+        let pending = || {
             // ORDERING: Acquire: seeing DONE means no waiter needs to hear of abandonment.
-            let orphaning = live_handles(handles) == 2
-                && handles & CLONED != 0
-                && inner.state.load(Ordering::Acquire) & DONE == 0;
-            if orphaning && !guarded {
-                // Keep the block alive while we wake the waiters, whatever the other handle
-                // does. ORDERING: Relaxed: the Release CAS below carries it to whoever reads
-                // the live count we leave, before they can give up the last guard.
-                inner.guards.fetch_add(1, Ordering::Relaxed);
-                guarded = true;
-            }
-            // ORDERING: AcqRel: Release so whoever ends up last (and frees, or reads the slot)
-            // sees what this handle did; Acquire to re-read a current count on failure.
-            match inner.handles.compare_exchange_weak(
-                handles,
-                handles - ONE_HANDLE,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) if !guarded => return,
-                Ok(_) => break orphaning,
-                Err(actual) => handles = actual,
-            }
+            !State(inner.state.load(Ordering::Acquire)).is_done()
         };
-        if orphaning {
-            // The take is an RMW on `state` after our Release CAS: a waiter whose push came
-            // before it is taken and woken; one whose push came after sees the live count we
-            // left (see above).
-            let list = waiter::take(&inner.state);
+        let orphan = || {
+            // The take is an RMW on `state` after the orphaning CAS on the count; see
+            // [`handles`] for why no waiter is missed.
+            let list = waiters::take(&inner.state);
             // SAFETY: `take` emptied the stack with an acquiring RMW: we hold every node.
-            unsafe { waiter::wake_list(list) };
+            unsafe { waiters::wake_list(list) };
+        };
+        if inner.handles.remove(pending, orphan) {
+            // SAFETY: `remove` says we gave up the last guard: no other handle or guard
+            // exists, so nobody else can reach the block, and `self` is never used again.
+            drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
         }
-        // Either the orphaning guard (also when the count moved on and we did not orphan
-        // after all), or the live handles' guard: we were the last live handle.
-        self.release_guard();
     }
 }
 
 impl<T, E> Drop for Inner<T, E> {
+    /// Drops the result (if set) and any leftover cancelled waiter nodes. The callbacks of a
+    /// promise never set are dropped unrun by [`Callbacks`]' own `Drop`, after this.
     fn drop(&mut self) {
-        // We are the last handle: nobody else touches the block, so Relaxed suffices (the
-        // handle count's Acquire ordered every other handle's work before this).
-        let state = self.state.load(Ordering::Relaxed);
-        if state & DONE != 0 {
+        // We are the last guard: nobody else touches the block, so Relaxed suffices (the
+        // guard count's Acquire ordered every other handle's work before this).
+        let state = State(self.state.load(Ordering::Relaxed));
+        if state.is_done() {
             // SAFETY: DONE means the slot holds a value, written once and dropped only here.
             self.slot
                 .with_mut(|slot| unsafe { (*slot).assume_init_drop() });
         }
         // Leftover cancelled waiter nodes (nobody can be waiting: waiters hold a handle).
-        if ptr_bits(state) != 0 {
+        if state.waiters() != 0 {
             // SAFETY: we own the block, so the stack in the word is ours alone.
-            unsafe { waiter::drop_list(ptr_bits(state) as *const Waiter) };
-        }
-        let mut node = self.callbacks.load(Ordering::Relaxed);
-        if !node.is_null() && node != closed() {
-            // Never set: drop the callbacks unrun. If dropping one panics, drop the rest
-            // anyway and re-raise the first panic afterwards, as std's containers do.
-            let mut first_panic = None;
-            while !node.is_null() {
-                // SAFETY: unpublished to anyone else now; each node is a `Box` we own.
-                let boxed = unsafe { Box::from_raw(node) };
-                node = boxed.next;
-                if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
-                    first_panic.get_or_insert(payload);
-                }
-            }
-            if let Some(payload) = first_panic {
-                panic::resume_unwind(payload);
-            }
+            unsafe { waiters::drop_list(state.waiters() as *const Waiter) };
         }
     }
 }
@@ -962,73 +750,6 @@ impl<T, E> fmt::Debug for Promise<T, E> {
         f.debug_struct("Promise")
             .field("state", &state)
             .field("setter", &self.inner().setter)
-            .finish()
-    }
-}
-
-/// The future returned by [`Promise::wait_async`].
-///
-/// It resolves to the promise's result, or to [`PromiseError::Abandoned`]. Dropping it before
-/// it resolves removes its registration from the promise.
-#[must_use = "futures do nothing unless polled"]
-pub struct WaitAsync<'a, T, E> {
-    promise: &'a Promise<T, E>,
-    node: Option<Arc<Waiter>>,
-}
-
-impl<'a, T, E> Future for WaitAsync<'a, T, E> {
-    type Output = Result<&'a T, PromiseError<&'a E>>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let promise = self.promise;
-        if let Some(result) = promise.try_result() {
-            return Poll::Ready(result.map_err(PromiseError::Failed));
-        }
-        let registered = match &self.node {
-            None => {
-                let node = Waiter::for_task(cx.waker());
-                let pushed = waiter::push(&promise.inner().state, &node, DONE);
-                self.node = Some(node);
-                pushed
-            }
-            Some(node) => {
-                node.register(cx.waker());
-                if node.is_woken() {
-                    node.rearm();
-                    waiter::push(&promise.inner().state, node, DONE)
-                } else {
-                    true
-                }
-            }
-        };
-        if !registered {
-            // SAFETY: the push found DONE (and read it with Acquire).
-            return Poll::Ready(unsafe { promise.done_result() }.map_err(PromiseError::Failed));
-        }
-        // ORDERING: as in `wait_slow`: checked after the push, an RMW on `state`.
-        if promise.is_abandoned() {
-            if let Some(node) = self.node.take() {
-                promise.give_up(&node);
-            }
-            return Poll::Ready(promise.pending_error(PromiseError::Abandoned));
-        }
-        Poll::Pending
-    }
-}
-
-impl<T, E> Drop for WaitAsync<'_, T, E> {
-    fn drop(&mut self) {
-        if let Some(node) = self.node.take() {
-            self.promise.give_up(&node);
-        }
-    }
-}
-
-impl<T, E> fmt::Debug for WaitAsync<'_, T, E> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WaitAsync")
-            .field("promise", self.promise)
-            .field("registered", &self.node.is_some())
             .finish()
     }
 }
@@ -1050,7 +771,7 @@ mod tests {
             let p: Promise<(), ()> = Promise::with_setter(None);
             p.inner()
                 .handles
-                .store(MAX_HANDLES_WORD + 1, Ordering::Relaxed);
+                .set_count_for_test(handles::Handles::MAX_LIVE + 1);
             let q = p.clone(); // must abort
             std::mem::forget((p, q));
             std::process::exit(0);

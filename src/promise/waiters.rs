@@ -2,7 +2,7 @@
 //!
 //! A blocked thread or a pending `wait_async` future owns one [`Waiter`], shared through an
 //! `Arc` with the stack it is linked into. The stack's head pointer shares one `AtomicUsize`
-//! with the promise's tag bits (see [`crate::state`]), so "push unless done" and "take every
+//! with the promise's tag bits (see [`super::state`]), so "push unless done" and "take every
 //! waiter and publish DONE" are each a single atomic operation and no wake-up can be lost
 //! between them.
 //!
@@ -26,8 +26,8 @@
 //! cancelled while another prune had the stack out, which the next prune frees: a million
 //! timed-out waits leave nothing behind.
 
+use super::state::{State, TAGS};
 use crate::panics;
-use crate::state::{ptr_bits, TAGS};
 use crate::sync::{
     self, thread::Thread, Arc, AtomicU8, AtomicUsize, AtomicWaker, Ordering, UnsafeCell,
 };
@@ -135,7 +135,7 @@ pub(crate) fn push(state: &AtomicUsize, node: &Arc<Waiter>, closed: usize) -> bo
         // SAFETY: the node is not in any stack (it is new, or its owner saw WOKEN and rearmed
         // it), so nobody else reads or writes its `next` until the CAS publishes it.
         node.next
-            .with_mut(|next| unsafe { *next = ptr_bits(cur) as *const Waiter });
+            .with_mut(|next| unsafe { *next = State(cur).waiters() as *const Waiter });
         // ORDERING: Release publishes `next` (and the node) to whoever takes the stack;
         // Acquire on both outcomes makes the caller's later reads of the state word current.
         match state.compare_exchange_weak(
@@ -155,7 +155,7 @@ pub(crate) fn push(state: &AtomicUsize, node: &Arc<Waiter>, closed: usize) -> bo
 pub(crate) fn take(state: &AtomicUsize) -> *const Waiter {
     // ORDERING: AcqRel: Acquire to read the nodes' `next` written before their pushes; Release
     // so a later pusher that reads this value is ordered after what the caller did before.
-    ptr_bits(state.fetch_and(TAGS, Ordering::AcqRel)) as *const Waiter
+    State(state.fetch_and(TAGS, Ordering::AcqRel)).waiters() as *const Waiter
 }
 
 /// Wakes every node of a list the caller holds and drops the list's references.
@@ -273,7 +273,7 @@ fn splice(state: &AtomicUsize, head: *const Waiter, tail: *const Waiter, closed:
         // SAFETY: we hold the list, so `tail` is alive and its `next` is ours.
         unsafe { &*tail }
             .next
-            .with_mut(|next| unsafe { *next = ptr_bits(cur) as *const Waiter });
+            .with_mut(|next| unsafe { *next = State(cur).waiters() as *const Waiter });
         // ORDERING: as in `push`.
         match state.compare_exchange_weak(
             cur,

@@ -1,0 +1,86 @@
+//! A promise's state word: three tag bits and the head of its waiter stack.
+//!
+//! The word is a `usize`: the three low bits are tags, the rest is the address of the top
+//! [`Waiter`](super::waiters::Waiter) of the waiter stack (null when nobody waits; waiters
+//! are aligned to 8). One word for both is what makes "register unless done" (a CAS) and
+//! "publish DONE and take every waiter" (a CAS that clears the stack) single atomic steps.
+//!
+//! ```text
+//!             set_* claims              set_* publishes: CAS to
+//!             fetch_or(CLAIMED)         CLAIMED|DONE|(old & CALLBACKS), stack taken
+//!  EMPTY ─────────────────────> SETTING ─────────────────────────────────────────> DONE
+//!  (no tag)                     (CLAIMED)                                   (CLAIMED|DONE,
+//!   │  ^                         │  ^                                         maybe CALLBACKS)
+//!   └──┘ waiters push/prune;     └──┘ the same, while the value              final: the slot
+//!        `then` CASes CALLBACKS       is being written                       holds the result,
+//!                                                                            the stack is empty
+//! ```
+//!
+//! Who owns what:
+//! - the result slot is written only by the thread whose `fetch_or(CLAIMED)` saw no CLAIMED,
+//!   between its claim and its publish, and read only after DONE was observed with Acquire;
+//! - the waiter stack is owned by the word while the state is not DONE; the publishing CAS
+//!   hands it to the setter, which wakes every node (see [`super::waiters`]);
+//! - CALLBACKS says a callback registration began before the promise was done, so the setter
+//!   drains the separate callback stack (see [`super::callbacks`]). It is only ever set while
+//!   DONE is clear (by CAS), and the publish keeps it, so once DONE is set the word says for
+//!   good whether a drain is coming: a `then` that sees DONE without CALLBACKS runs its
+//!   callback at once; one that sees DONE with CALLBACKS queues behind the drain.
+//!
+//! Every write of the word is a read-modify-write, so all of them form one release sequence:
+//! whoever reads the word with Acquire sees every earlier writer's work. The waiter and
+//! abandonment arguments rest on that ([`super::handles`]).
+
+/// A setter has won the slot (SETTING or DONE). Set once, by `fetch_or`.
+pub(crate) const CLAIMED: usize = 0b001;
+/// The result is in the slot and published (DONE). Set once, by the publishing CAS.
+pub(crate) const DONE: usize = 0b010;
+/// A callback registration started before DONE: the setter drains the callback stack.
+pub(crate) const CALLBACKS: usize = 0b100;
+/// The tag bits; the rest of the word is the waiter stack's head.
+pub(crate) const TAGS: usize = CLAIMED | DONE | CALLBACKS;
+
+/// A value of the state word, read from the atomic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct State(pub(crate) usize);
+
+impl State {
+    /// The word of a new, pending promise: no tag, nobody waiting.
+    pub(crate) const EMPTY: State = State(0);
+
+    /// Whether a setter claimed the slot (SETTING or DONE).
+    #[inline]
+    pub(crate) fn is_claimed(self) -> bool {
+        self.0 & CLAIMED != 0
+    }
+
+    /// Whether the result is published.
+    #[inline]
+    pub(crate) fn is_done(self) -> bool {
+        self.0 & DONE != 0
+    }
+
+    /// Whether a callback registration began before DONE (so a drain is, or was, due).
+    #[inline]
+    pub(crate) fn has_callbacks(self) -> bool {
+        self.0 & CALLBACKS != 0
+    }
+
+    /// The waiter stack's head (null if nobody waits).
+    #[inline]
+    pub(crate) fn waiters(self) -> usize {
+        self.0 & !TAGS
+    }
+
+    /// The same state with CALLBACKS announced.
+    #[inline]
+    pub(crate) fn with_callbacks(self) -> State {
+        State(self.0 | CALLBACKS)
+    }
+
+    /// What the publishing CAS writes over `self`: DONE, CALLBACKS kept, the stack taken.
+    #[inline]
+    pub(crate) fn published(self) -> State {
+        State(CLAIMED | DONE | (self.0 & CALLBACKS))
+    }
+}
