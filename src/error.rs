@@ -6,8 +6,42 @@ use std::fmt;
 /// Why waiting for a [`Promise`](crate::Promise) gave no value.
 ///
 /// `E` is the promise's own error type; the waiting methods hand out `PromiseError<&E>`,
-/// which [`cloned`](PromiseError::cloned) turns into an owned `PromiseError<E>` (for `?` into
-/// a `Box<dyn Error>`, for example).
+/// borrowed from the promise.
+///
+/// # Propagating with `?`
+///
+/// `PromiseError<E>` is a [`std::error::Error`] for every `E: Display + Debug`, borrowed or
+/// owned (`PromiseError<String>`, `PromiseError<&std::io::Error>`, …). Its `Display` prints
+/// the setter's error itself ("the promise was fulfilled with an error: connection
+/// refused"), and [`source`](std::error::Error::source) is always `None`, so that error
+/// reporters that walk the chain (anyhow's `{:#}`, `eyre`) print the message once. That is
+/// the convention for wrappers that show their inner error: in `Display` or in `source()`,
+/// never both; `Display` is the one that works for every `E`, `String` included.
+///
+/// To leave a function with `?`, the error must not borrow the promise. One adapter does it:
+///
+/// - [`cloned`](PromiseError::cloned) for a `Clone` error: `PromiseError<E>`, typed;
+/// - [`to_message`](PromiseError::to_message) for any error that displays (`std::io::Error`
+///   is not `Clone`): `PromiseError<String>`, the message kept.
+///
+/// ```
+/// use orderslip::{Promise, PromiseError};
+/// use std::error::Error;
+/// use std::time::Duration;
+///
+/// fn fetch(reply: Promise<u32, std::io::Error>) -> Result<u32, Box<dyn Error + Send + Sync>> {
+///     let value = reply
+///         .result(Duration::from_secs(1))
+///         .map_err(PromiseError::to_message)?;
+///     Ok(*value)
+/// }
+///
+/// let reply = Promise::with_setter(None);
+/// reply.set_exception(std::io::Error::other("connection reset")).unwrap();
+/// let error = fetch(reply).unwrap_err();
+/// assert_eq!(error.to_string(), "the promise was fulfilled with an error: connection reset");
+/// assert!(error.source().is_none());
+/// ```
 ///
 /// # Example
 ///
@@ -34,8 +68,11 @@ pub enum PromiseError<E> {
     /// later: wait again, or give up on it.
     Timeout,
     /// The calling thread is the one designated to fulfil the promise, and it is still
-    /// pending: waiting would never end. Set the promise before waiting for it on that
-    /// thread, or designate another setter ([`Promise::with_setter`](crate::Promise::with_setter)).
+    /// pending: waiting would never end. [`Promise::new`](crate::Promise::new) designates the
+    /// thread that creates the promise; if another thread sets it, create it with
+    /// [`Promise::with_setter(None)`](crate::Promise::with_setter) instead. Inside an action
+    /// of an [`ActionQueue`](crate::ActionQueue), this is a wait for a promise that only a
+    /// later action of the same queue can set.
     Deadlock,
     /// The promise is pending and every other handle to it has been dropped, so nobody can
     /// fulfil it any more. Usually the producing side failed or exited without answering.
@@ -51,6 +88,7 @@ impl<E> PromiseError<E> {
     /// let e: PromiseError<i32> = PromiseError::Failed(7);
     /// assert_eq!(e.map(|n| n * 2), PromiseError::Failed(14));
     /// ```
+    #[must_use]
     pub fn map<F, U>(self, f: F) -> PromiseError<U>
     where
         F: FnOnce(E) -> U,
@@ -65,7 +103,8 @@ impl<E> PromiseError<E> {
 }
 
 impl<E: Clone> PromiseError<&E> {
-    /// Clones the borrowed error so the `PromiseError` can outlive the promise.
+    /// Clones the borrowed error so the `PromiseError` can outlive the promise (for `?`, for
+    /// example). For an error that is not `Clone`, see [`to_message`](PromiseError::to_message).
     ///
     /// ```
     /// use orderslip::{Promise, PromiseError};
@@ -79,8 +118,29 @@ impl<E: Clone> PromiseError<&E> {
     /// }
     /// assert_eq!(fetch(), Err(PromiseError::Failed("refused".to_string())));
     /// ```
+    #[must_use]
     pub fn cloned(self) -> PromiseError<E> {
         self.map(Clone::clone)
+    }
+}
+
+impl<E: fmt::Display + ?Sized> PromiseError<&E> {
+    /// Replaces the borrowed error by its message, so the `PromiseError` can outlive the
+    /// promise: the adapter for `?` when the error is not `Clone` (such as
+    /// `std::io::Error`). The other variants are kept.
+    ///
+    /// ```
+    /// use orderslip::{Promise, PromiseError};
+    /// use std::time::Duration;
+    ///
+    /// let p: Promise<(), std::io::Error> = Promise::with_setter(None);
+    /// p.set_exception(std::io::Error::other("disk unplugged")).unwrap();
+    /// let owned: PromiseError<String> = p.result(Duration::ZERO).unwrap_err().to_message();
+    /// assert_eq!(owned, PromiseError::Failed("disk unplugged".to_string()));
+    /// ```
+    #[must_use]
+    pub fn to_message(self) -> PromiseError<String> {
+        self.map(ToString::to_string)
     }
 }
 
@@ -92,8 +152,10 @@ impl<E: fmt::Display> fmt::Display for PromiseError<E> {
                 f.write_str("timed out waiting for the promise to be fulfilled")
             }
             PromiseError::Deadlock => f.write_str(
-                "waited for a pending promise on the thread designated to fulfil it; \
-                 the wait could never end",
+                "waited for a pending promise on the thread (or in the queue) designated to \
+                 set it, so the wait could never end; Promise::new() designates the thread \
+                 that creates the promise: if another thread sets it, create it with \
+                 Promise::with_setter(None)",
             ),
             PromiseError::Abandoned => f.write_str(
                 "every other handle to the pending promise was dropped, so nobody can fulfil it",
@@ -102,14 +164,8 @@ impl<E: fmt::Display> fmt::Display for PromiseError<E> {
     }
 }
 
-impl<E: Error + 'static> Error for PromiseError<E> {
-    fn source(&self) -> Option<&(dyn Error + 'static)> {
-        match self {
-            PromiseError::Failed(e) => Some(e),
-            _ => None,
-        }
-    }
-}
+/// The inner error is printed by `Display`, so `source` is `None` (see the type's docs).
+impl<E: fmt::Display + fmt::Debug> Error for PromiseError<E> {}
 
 /// A second [`set_result`](crate::Promise::set_result) or
 /// [`set_exception`](crate::Promise::set_exception) on a promise that was already set (the
@@ -131,6 +187,16 @@ pub struct PromiseDoneError<V>(pub V);
 
 impl<V> PromiseDoneError<V> {
     /// The value that was refused.
+    ///
+    /// ```
+    /// use orderslip::Promise;
+    ///
+    /// let p: Promise<Vec<u8>, ()> = Promise::with_setter(None);
+    /// p.set_result(vec![1]).unwrap();
+    /// let refused: Vec<u8> = p.set_result(vec![2, 3]).unwrap_err().into_inner();
+    /// assert_eq!(refused, [2, 3]); // handed back, not dropped
+    /// ```
+    #[must_use]
     pub fn into_inner(self) -> V {
         self.0
     }

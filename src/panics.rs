@@ -22,6 +22,15 @@ pub(crate) fn report(message: fmt::Arguments<'_>) {
     }
 }
 
+/// Logs `message` with `log::warn!`, contained like [`report`]. For advice to the
+/// programmer, such as a promise set from a thread other than its designated setter.
+#[cold]
+pub(crate) fn warn(message: fmt::Arguments<'_>) {
+    if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| log::warn!("{message}"))) {
+        forget_payload(payload);
+    }
+}
+
 /// Drops a panic payload, catching (and reporting) a panic from its own `Drop`, so that not
 /// even that reaches the setter or the worker.
 pub(crate) fn drop_payload(payload: Payload) {

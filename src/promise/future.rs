@@ -19,7 +19,25 @@ use std::task::{Context, Poll};
 /// The future returned by [`Promise::wait_async`].
 ///
 /// It resolves to the promise's result, or to [`PromiseError::Abandoned`]. Dropping it before
-/// it resolves removes its registration from the promise.
+/// it resolves removes its registration from the promise. Being a named type, it can be
+/// stored in a struct or returned from a function.
+///
+/// ```
+/// use orderslip::{Promise, WaitAsync};
+///
+/// struct Pending<'a> {
+///     reply: WaitAsync<'a, u32, String>,
+/// }
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     let promise: Promise<u32, String> = Promise::with_setter(None);
+///     let pending = Pending { reply: promise.wait_async() };
+///     let setter = promise.clone();
+///     tokio::spawn(async move { setter.set_result(7).unwrap() });
+///     assert_eq!(pending.reply.await, Ok(&7));
+/// }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct WaitAsync<'a, T, E> {
     promise: &'a Promise<T, E>,

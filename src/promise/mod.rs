@@ -66,6 +66,33 @@ pub(crate) enum Setter {
 }
 
 impl Setter {
+    /// In debug builds: reports (once per process) a promise with a designated setter
+    /// thread that is set on another thread. That is the mistake behind `Deadlock` errors
+    /// that come and go with timing: the creating thread's wait fails only if it comes
+    /// before the set. The once-flag is a plain std `Once` even under loom: it guards a log
+    /// line, not a protocol.
+    #[cfg(debug_assertions)]
+    #[cold]
+    fn check_set_here(self) {
+        if let Setter::Thread(id) = self {
+            let here = thread::current_id();
+            if here != id {
+                static REPORTED: std::sync::Once = std::sync::Once::new();
+                REPORTED.call_once(|| {
+                    crate::panics::warn(format_args!(
+                        "orderslip: a promise whose designated setter is thread {id:?} was \
+                         set on thread {here:?}. Promise::new() designates the creating \
+                         thread, and a wait on that thread while the promise is pending \
+                         fails with PromiseError::Deadlock, so whether it fails depends on \
+                         timing. If another thread sets the promise, create it with \
+                         Promise::with_setter(None). (Reported once per process, in debug \
+                         builds.)"
+                    ))
+                });
+            }
+        }
+    }
+
     fn is_current(self) -> bool {
         match self {
             Setter::Nobody => false,
@@ -116,6 +143,14 @@ type Invariant<T, E> = (fn(T) -> T, fn(E) -> E);
 /// assert_eq!(answer.result(Duration::from_secs(5)), Ok(&42));
 /// ```
 ///
+/// # Panics
+///
+/// Dropping the last handle drops the result, and, for a promise never set, its unrun
+/// callbacks. If one of those drops panics, the others are still dropped and the first
+/// panic is re-raised afterwards, in the thread that dropped the last handle (as std's
+/// collections do). Nothing else a promise does lets a foreign panic through: panicking
+/// callbacks and `Waker`s are caught and logged.
+///
 /// # Variance
 ///
 /// `Promise<T, E>` is invariant in `T` and `E`: a handle both takes values in and lends them
@@ -158,9 +193,16 @@ impl<T, E> Promise<T, E> {
     /// ```
     pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(1);
 
-    /// A pending promise whose designated setter is the current thread (the seed's default):
-    /// waiting for it on this thread while it is pending fails with
-    /// [`PromiseError::Deadlock`].
+    /// A pending promise **that this thread is to set**: waiting for it on this thread while
+    /// it is pending fails at once with [`PromiseError::Deadlock`] instead of hanging.
+    ///
+    /// If another thread sets the promise (the usual request/reply pattern: make a promise,
+    /// hand a clone to a server thread, wait), use
+    /// [`Promise::with_setter(None)`](Promise::with_setter) instead: with `new()`, the
+    /// creating thread's wait fails with `Deadlock` whenever it comes before the reply,
+    /// which depends on timing. Debug builds report a `new()` promise set on another thread
+    /// once per process (`log::warn!`). (Designating the creating thread is the behaviour of
+    /// the Python quickrpc original.)
     ///
     /// ```
     /// use orderslip::{Promise, PromiseError};
@@ -173,6 +215,7 @@ impl<T, E> Promise<T, E> {
     /// ```
     #[allow(clippy::new_without_default)] // `new` names the setter thread; `Default` would hide that.
     #[inline]
+    #[must_use]
     pub fn new() -> Self {
         Self::with_setter_kind(Setter::Thread(thread::current_id()))
     }
@@ -192,6 +235,7 @@ impl<T, E> Promise<T, E> {
     /// server.join().unwrap();
     /// ```
     #[inline]
+    #[must_use]
     pub fn with_setter(setter: Option<thread::ThreadId>) -> Self {
         Self::with_setter_kind(match setter {
             Some(id) => Setter::Thread(id),
@@ -231,6 +275,11 @@ impl<T, E> Promise<T, E> {
     /// [`then`](Promise::then)). A panicking callback or `Waker` is caught and logged: it
     /// never reaches the setter.
     ///
+    /// # Errors
+    ///
+    /// [`PromiseDoneError`] if the promise was already set (by this handle or another): the
+    /// first set wins, and the error hands `value` back.
+    ///
     /// ```
     /// use orderslip::Promise;
     /// let p: Promise<String, ()> = Promise::new();
@@ -247,6 +296,10 @@ impl<T, E> Promise<T, E> {
 
     /// Fulfils the promise with an error (the seed's `set_exception`). Waiters get
     /// [`PromiseError::Failed`]. The first set wins, as for [`set_result`](Promise::set_result).
+    ///
+    /// # Errors
+    ///
+    /// [`PromiseDoneError`] if the promise was already set: the error hands `error` back.
     ///
     /// ```
     /// use orderslip::{Promise, PromiseError};
@@ -271,6 +324,8 @@ impl<T, E> Promise<T, E> {
         if State(inner.state.fetch_or(CLAIMED, Ordering::Relaxed)).is_claimed() {
             return Err(result);
         }
+        #[cfg(debug_assertions)]
+        inner.setter.check_set_here();
         // SAFETY: the claim above succeeded, so this thread is the only writer of the slot,
         // and nobody reads it before DONE is published below.
         inner.slot.with_mut(|slot| unsafe { (*slot).write(result) });
@@ -326,6 +381,7 @@ impl<T, E> Promise<T, E> {
     /// assert!(p.is_done());
     /// ```
     #[inline]
+    #[must_use]
     pub fn is_done(&self) -> bool {
         // ORDERING: Acquire so a `true` here lets the caller read the result next.
         State(self.inner().state.load(Ordering::Acquire)).is_done()
@@ -341,6 +397,7 @@ impl<T, E> Promise<T, E> {
     /// assert_eq!(p.try_result(), Some(Err(&"no")));
     /// ```
     #[inline]
+    #[must_use]
     pub fn try_result(&self) -> Option<Result<&T, &E>> {
         if self.is_done() {
             // SAFETY: `is_done` saw DONE with Acquire.
@@ -360,6 +417,20 @@ impl<T, E> Promise<T, E> {
     /// `Duration::ZERO` polls; a timeout too large for the clock (such as `Duration::MAX`)
     /// waits without limit. The caller spins for a few microseconds before it parks.
     ///
+    /// # Errors
+    ///
+    /// As listed above: `Failed`, `Timeout`, `Deadlock` or `Abandoned`, each borrowing the
+    /// promise's error; [`PromiseError::cloned`] or [`PromiseError::to_message`] make it
+    /// owned, for `?`.
+    ///
+    /// # In async code
+    ///
+    /// This blocks the calling thread. Inside an async task it blocks the executor's thread
+    /// with it: on a current-thread runtime the task that would set the promise cannot run
+    /// meanwhile, so the wait ends only with its timeout (or never, for
+    /// [`wait`](Promise::wait)). In async code, `.await` [`wait_async`](Promise::wait_async)
+    /// instead, or move the blocking wait to a blocking thread (tokio's `spawn_blocking`).
+    ///
     /// ```
     /// use orderslip::{Promise, PromiseError};
     /// use std::time::Duration;
@@ -377,6 +448,19 @@ impl<T, E> Promise<T, E> {
     /// Waits for the result without a time limit: [`result`](Promise::result) with an endless
     /// timeout. It still fails at once with [`PromiseError::Deadlock`] or
     /// [`PromiseError::Abandoned`].
+    ///
+    /// # Errors
+    ///
+    /// `Failed` (set with an error), `Deadlock` or `Abandoned`, as for
+    /// [`result`](Promise::result); never `Timeout`.
+    ///
+    /// # In async code
+    ///
+    /// This blocks the calling thread. Inside an async task it blocks the executor's thread
+    /// with it: on a current-thread runtime the task that would set the promise cannot run
+    /// meanwhile, so the wait ends only with its timeout (or never, for
+    /// [`wait`](Promise::wait)). In async code, `.await` [`wait_async`](Promise::wait_async)
+    /// instead, or move the blocking wait to a blocking thread (tokio's `spawn_blocking`).
     ///
     /// ```
     /// use orderslip::{Promise, PromiseError};
@@ -550,7 +634,8 @@ impl<T, E> Promise<T, E> {
     /// `log::error!`; the others still run, and the panic never reaches the setter or the
     /// registering thread.
     ///
-    /// If the promise is dropped without being set, its callbacks are dropped unrun.
+    /// If the promise is dropped without being set, its callbacks are dropped unrun (see
+    /// *Panics* on [`Promise`] for a callback whose drop panics).
     ///
     /// ```
     /// use orderslip::Promise;
@@ -639,6 +724,7 @@ impl<T, E> Promise<T, E> {
     /// p.set_result(21).unwrap();
     /// assert_eq!(doubled.result(Duration::from_secs(1)), Ok(&42));
     /// ```
+    #[must_use = "the mapped promise is the only way to get the mapped value"]
     pub fn map<U, F>(&self, f: F) -> Promise<U, E>
     where
         F: FnOnce(&T) -> U + Send + 'static,
@@ -661,6 +747,7 @@ impl<T, E> Promise<T, E> {
     /// p.set_result("300").unwrap();
     /// assert!(matches!(parsed.result(Duration::from_secs(1)), Err(PromiseError::Failed(_))));
     /// ```
+    #[must_use = "the mapped promise is the only way to get the mapped value"]
     pub fn and_then<U, F>(&self, f: F) -> Promise<U, E>
     where
         F: FnOnce(&T) -> Result<U, E> + Send + 'static,
