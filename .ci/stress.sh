@@ -6,9 +6,12 @@
 # round checks that allocations and frees balance and that every value is dropped exactly
 # once. Measured here: 8-20 s in all on 2 busy cores, plus the release build.
 #
-# Longer soak (not run here):
-#   ORDERSLIP_STRESS_SCALE=50 cargo test --release --test stress -- --ignored --test-threads=1 --nocapture
-#   ORDERSLIP_STRESS_ROUNDS=100 cargo test --release --test stress -- --ignored --test-threads=1
+# Longer soak (not run here; the tests serialise themselves, so no --test-threads=1 needed):
+#   ORDERSLIP_STRESS_SCALE=50 cargo test --release --test stress -- --ignored --nocapture
+#   ORDERSLIP_STRESS_ROUNDS=100 cargo test --release --test stress -- --ignored
+#
+# Each test is run on its own below (--exact) so that its time is printed; --test-threads=1
+# is kept for clarity, not needed.
 #
 # Environment: ORDERSLIP_STRESS_SCALE / ORDERSLIP_STRESS_WAIT_SCALE override the two scales,
 # ORDERSLIP_STRESS_ROUNDS the rounds of the first two tests; STRESS_TIMEOUT (seconds,

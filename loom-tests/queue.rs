@@ -11,7 +11,8 @@
 //! (a loom `Mutex<VecDeque>`) makes every push, pop and emptiness check a scheduling point,
 //! so the state space grows about fourfold per extra preemption (`put_vs_retire`: 0.2 s at
 //! 2, 1.8 s at 4, 6 s at 5, 22 s at 6) and the unbounded run does not finish in 10
-//! minutes. The bounds below keep the whole suite within a few minutes.
+//! minutes. The bounds below keep the whole suite within a few minutes (about 1.5 minutes
+//! for the eight models on 2 shared cores).
 #![cfg(loom)]
 
 use loom::sync::atomic::{AtomicUsize, Ordering};
@@ -137,5 +138,60 @@ fn action_drops_its_own_queue() {
         });
         drop(queue);
         assert_eq!(done.wait(), Ok(&3));
+    });
+}
+
+/// wait_idle ∥ a lingering worker (issue 10, defect 8a): right after `wait_idle` said the
+/// queue is idle, the worker may still be finishing its drain, spinning or about to park with
+/// its state RUNNING; a zero-timeout `wait_idle` must still say idle, since the queue is
+/// empty and no action runs. Fails on ed2d89b (whose check read the worker state).
+///
+/// Bounded to 5 preemptions: 5.5-10 s on 2 shared cores (3: 0.2 s).
+#[test]
+fn wait_idle_vs_lingering_worker() {
+    bounded(5, || {
+        let queue = ActionQueue::builder()
+            .keep_alive(Duration::from_secs(1))
+            .build();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        queue.put(move || {
+            r.store(1, Ordering::Relaxed);
+        });
+        assert!(queue.wait_idle(Duration::MAX));
+        assert_eq!(ran.load(Ordering::Relaxed), 1, "idle means the action ran");
+        assert!(
+            queue.wait_idle(Duration::ZERO),
+            "a drained queue whose worker lingers is idle"
+        );
+    });
+}
+
+/// Two `wait_idle` callers ∥ the end of the drain: they share one marker and one signal,
+/// whichever registers first, and the worker's end of drain wakes both (neither is left
+/// waiting: loom fails a model whose threads never finish).
+///
+/// The keep-alive is too large for the clock, so the worker parks without a deadline and
+/// retires only when the queue is dropped: one worker incarnation, which keeps the model
+/// within loom's five threads (with retirements, each marker could need a new worker).
+///
+/// Bounded to 2 preemptions: 9-18 s on 2 shared cores (3: 456 s).
+#[test]
+fn two_wait_idles_vs_drain_end() {
+    bounded(2, || {
+        let queue = Arc::new(ActionQueue::builder().keep_alive(Duration::MAX).build());
+        let ran = Arc::new(AtomicUsize::new(0));
+        let r = ran.clone();
+        queue.put(move || {
+            r.store(1, Ordering::Relaxed);
+        });
+        let (q, r) = (queue.clone(), ran.clone());
+        let other = thread::spawn(move || {
+            assert!(q.wait_idle(Duration::MAX));
+            r.load(Ordering::Relaxed)
+        });
+        assert!(queue.wait_idle(Duration::MAX));
+        assert_eq!(ran.load(Ordering::Relaxed), 1);
+        assert_eq!(other.join().unwrap(), 1);
     });
 }

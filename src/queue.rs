@@ -34,23 +34,53 @@
 //!
 //! A successful retiring CAS therefore means no push is unaccounted for, and any later `put`
 //! sees IDLE and spawns. Only the `put` that reads IDLE spawns, so there are never two
-//! workers, and a worker exits only through that CAS, so there is never zero workers while an
-//! action waits (except after a failed spawn, which is logged and retried by the next `put`).
+//! workers, and a worker exits only through that CAS (or, if its thread unwinds, through its
+//! exit guard, below), so there is never zero workers while an action waits (except after a
+//! failed spawn, which is logged and retried by the next `put`).
 //!
 //! This is the swap-on-both-sides protocol; a plain `store(false)` by the retiring worker
 //! would need a `fence(SeqCst)` on both sides instead. A pending-work counter (folly's
 //! serial executor) would cost a contended read-modify-write per action on the worker's side
-//! too, and `wait_idle` does not need one.
+//! too, and `wait_idle` does not need one (below).
+//!
+//! **A worker that dies.** Actions run under `catch_unwind`, and so does every other piece of
+//! foreign code the worker calls (the panic handler, the logger, a panic payload's `Drop`).
+//! Should the worker thread unwind all the same, a guard on its exit path (`WorkerExit`)
+//! gives the state back as the retiring CAS would (`swap(IDLE)`, then a re-check of the queue
+//! that starts a new worker if anything is queued), so the queue never keeps a RUNNING or
+//! PARKED state with no thread behind it. Spawning is contained the same way: a spawn that
+//! panics is handled as a spawn that failed.
+//!
+//! # Waiting until idle
+//!
+//! The queue is idle when it is empty and no action runs. The worker publishes `busy` with a
+//! plain store before each drain (before its first pop) and another after it (once a pop
+//! found the queue empty): two stores per drain, none per action, nothing on the `put` side.
+//! The check reads `actions.is_empty()` first and `busy` second. If the queue looked empty
+//! because the worker had popped the last action, that pop (a release operation on the
+//! queue, which `is_empty` acquires) carries the `busy = true` written before it, so the
+//! check cannot miss an action that still runs; and a `busy = false` it reads was written
+//! after the actions of that drain finished (Release/Acquire), so their effects are visible.
+//!
+//! To wait, a caller registers on one shared *signal* promise and makes sure one *marker*
+//! action is queued, both under a lock that only `wait_idle`'s slow path, the worker at the
+//! end of a drain that ran the marker, and a failed spawn take. At most one marker is queued
+//! at a time however many callers wait or time out. The marker only raises a flag on the
+//! worker thread; at the end of that drain (after `busy = false`) the worker takes the signal
+//! and sets it, and the waiters check again (and wait again if new work came in). A failed
+//! spawn fails the signal instead, so a caller without a deadline is not left waiting for a
+//! worker that cannot start.
 
 use crate::action::Action;
 use crate::promise::{drop_payload, panic_message, Setter};
 use crate::sync::{
-    self, fence, thread, Arc, AtomicBool, AtomicU8, Ordering, SegQueue, Spin, UnparkerCell,
+    self, fence, thread, Arc, AtomicBool, AtomicU8, Mutex, Ordering, SegQueue, Spin, UnparkerCell,
 };
 use crate::Promise;
 use std::any::Any;
 use std::cell::Cell;
 use std::fmt;
+use std::mem;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::{Duration, Instant};
 
@@ -67,10 +97,14 @@ type PanicHandler = Box<dyn Fn(&(dyn Any + Send)) + Send + Sync>;
 std::thread_local! {
     /// The id of the queue whose worker is this thread (0: none).
     static CURRENT_QUEUE: Cell<usize> = const { Cell::new(0) };
+    /// Raised by `wait_idle`'s marker action on the worker thread that runs it: the worker
+    /// wakes the waiters at the end of the drain.
+    static MARKER_RAN: Cell<bool> = const { Cell::new(false) };
 }
 #[cfg(loom)]
 loom::thread_local! {
     static CURRENT_QUEUE: Cell<usize> = Cell::new(0);
+    static MARKER_RAN: Cell<bool> = Cell::new(false);
 }
 
 /// The id of the queue whose worker thread is the calling thread, if any.
@@ -103,6 +137,38 @@ struct Shared {
     stack_size: Option<usize>,
     keep_alive: Duration,
     panic_handler: Option<PanicHandler>,
+    /// Whether the worker is draining the queue: written by the worker alone, `true` before
+    /// its first pop of a drain and `false` once a pop found the queue empty (or by its exit
+    /// guard). With `actions.is_empty()` it makes the idle check; see the module docs.
+    busy: AtomicBool,
+    /// What the `wait_idle` callers share.
+    idle: Mutex<IdleWait>,
+    /// Test hook: how many more times the worker is to panic outside an action.
+    #[cfg(test)]
+    worker_panics: std::sync::atomic::AtomicUsize,
+}
+
+/// What the [`ActionQueue::wait_idle`] callers share, under `Shared::idle`'s lock.
+///
+/// Why a registered caller is always woken: it registers on `signal` with `marker_queued`
+/// set, and then (outside the lock) runs `ensure_worker`. The marker is in the queue, or
+/// runs in the worker's current drain, until the worker clears `marker_queued` under the
+/// lock at the end of that drain, taking the signal; so that lock comes after the caller's,
+/// and its signal is the one set. The marker runs unless no worker can be spawned: then the
+/// caller's own `ensure_worker` spawns and fails, or it read RUNNING from a spawner that has
+/// not yet given the state back. A failing spawner writes IDLE and only then takes the
+/// signal under the lock; had that lock come before the caller's, the IDLE store would
+/// happen before the caller's swap, which could not then read the RUNNING before it. Either
+/// way the failure path takes and fails the caller's signal. A worker that dies takes the
+/// end-of-drain step in its exit guard.
+#[derive(Default)]
+struct IdleWait {
+    /// The pending promise the current waiters wait on: set (`Ok`) at the end of the drain
+    /// that ran the marker, failed (`Err`) when a spawn fails. Always pending while here: it
+    /// is taken out before it is set, and the next caller makes a new one.
+    signal: Option<Promise<(), ()>>,
+    /// Whether the marker action is queued or runs in the current drain. At most one is.
+    marker_queued: bool,
 }
 
 /// A serial background worker: [`put`](ActionQueue::put) returns at once, and the actions
@@ -236,8 +302,9 @@ impl ActionQueue {
     /// never takes a lock and never waits for the worker: it pushes the action, then starts
     /// a worker if there is none, or unparks the one that is idle.
     ///
-    /// If a worker thread cannot be spawned, the action stays queued, the error is logged,
-    /// and the next `put` tries again.
+    /// If a worker thread cannot be spawned (the spawn fails or panics), the action stays
+    /// queued, the error is logged, and the next `put` tries again: `put` itself never
+    /// panics, whatever the logger does.
     ///
     /// ```
     /// use orderslip::ActionQueue;
@@ -328,11 +395,22 @@ impl ActionQueue {
         self.shared.state.load(Ordering::Acquire) != IDLE
     }
 
-    /// Waits up to `timeout` until the queue is idle: every action put before this call has
-    /// run and the queue is empty. Returns whether it became idle in time. With a zero
-    /// timeout it only checks, and queues nothing. Called from inside
-    /// an action of this queue, it returns `false` at once (the queue cannot be idle while
-    /// that action runs).
+    /// Waits up to `timeout` until the queue is idle: empty, with no action running (so every
+    /// action put before this call has run). Returns whether it was idle in time.
+    ///
+    /// - With a zero timeout it only checks, and queues nothing.
+    /// - A worker that lingers after it drained the queue (see [`Builder::keep_alive`]) does
+    ///   not make the queue busy: right after `wait_idle` returned `true`,
+    ///   `wait_idle(Duration::ZERO)` is `true` as well, unless new work came in.
+    /// - Callers that wait share one marker action: a call that times out leaves at most that
+    ///   one marker queued, however often it is repeated.
+    /// - If no worker thread can be spawned (see [`put`](ActionQueue::put)), the queued
+    ///   actions cannot run: `wait_idle` then returns `false` as soon as the spawn attempt it
+    ///   makes fails, whatever the timeout (`Duration::MAX` included). It can also return
+    ///   `false` early when another thread's spawn attempt fails while it waits.
+    /// - Called from inside an action of this queue, it returns `false` at once (the queue
+    ///   cannot be idle while that action runs).
+    /// - Other threads that keep putting work can keep the queue from ever being idle.
     ///
     /// ```
     /// use orderslip::ActionQueue;
@@ -348,39 +426,32 @@ impl ActionQueue {
     /// }
     /// assert!(queue.wait_idle(Duration::from_secs(5)));
     /// assert_eq!(count.load(Ordering::Relaxed), 100);
+    /// assert!(queue.wait_idle(Duration::ZERO)); // still idle, though the worker lingers
     /// ```
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         if current_queue() == Some(self.shared.id) {
             return false;
         }
+        if self.shared.is_idle() {
+            return true;
+        }
         let deadline = Instant::now().checked_add(timeout);
         loop {
-            // ORDERING: Acquire: a non-RUNNING state means the worker finished its last
-            // action (it wrote PARKED/IDLE after it) and saw the queue empty.
-            if self.shared.state.load(Ordering::Acquire) != RUNNING
-                && self.shared.actions.is_empty()
-            {
-                return true;
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                // A poll (or a deadline already passed): answer without queueing a marker,
-                // so a loop of polls does not grow the queue.
+            if sync::deadline_passed(deadline) {
+                // A poll (or a deadline already passed): answer without queueing a marker.
                 return false;
             }
-            // Queue a marker behind everything queued so far and wait for it to run.
-            let marker: Promise<(), ()> = Promise::with_setter_kind(Setter::Nobody);
-            let setter = marker.clone();
-            self.put(move || {
-                let _ = setter.set_result(());
-            });
+            let signal = Shared::idle_signal(&self.shared);
             let remaining = match deadline {
                 None => Duration::MAX,
                 Some(deadline) => deadline.saturating_duration_since(Instant::now()),
             };
-            if marker.result(remaining).is_err() {
-                return false;
+            if signal.result(remaining).is_err() {
+                // Timed out, or a spawn failed (the signal's error): answer as things stand.
+                return self.shared.is_idle();
             }
-            if self.shared.actions.is_empty() {
+            // The worker ended the drain that ran the marker: idle, unless new work came in.
+            if self.shared.is_idle() {
                 return true;
             }
         }
@@ -395,8 +466,25 @@ impl Default for ActionQueue {
 
 impl Builder {
     /// The worker thread's name (default `orderslip-worker`), also used in log messages.
+    ///
+    /// # Panics
+    ///
+    /// If `name` contains a NUL byte: no thread can be given such a name (it cannot be made
+    /// into a C string, see [`CString::new`](std::ffi::CString::new)), so no worker could ever
+    /// be spawned.
+    ///
+    /// ```should_panic
+    /// let _ = orderslip::ActionQueue::builder().name("bad\0name");
+    /// ```
+    #[track_caller]
     pub fn name(mut self, name: impl Into<String>) -> Self {
-        self.name = name.into();
+        let name = name.into();
+        assert!(
+            !name.contains('\0'),
+            "ActionQueue worker name {name:?} contains a NUL byte, which no thread name may \
+             contain"
+        );
+        self.name = name;
         self
     }
 
@@ -455,14 +543,20 @@ impl Builder {
                 stack_size: self.stack_size,
                 keep_alive: self.keep_alive,
                 panic_handler: self.panic_handler,
+                busy: AtomicBool::new(false),
+                idle: Mutex::new(IdleWait::default()),
+                #[cfg(test)]
+                worker_panics: std::sync::atomic::AtomicUsize::new(0),
             }),
         }
     }
 }
 
 impl Shared {
-    /// Makes sure a worker will see the action just pushed: spawns one if there is none,
-    /// unparks it if it is parked.
+    /// Makes sure a worker will see the actions pushed before this call: spawns one if there
+    /// is none, unparks it if it is parked. Called by `put` after its push, by `wait_idle`
+    /// (also without a push of its own, to retry a failed spawn), by the queue's drop after a
+    /// failed spawn, and by a dead worker's exit guard.
     fn ensure_worker(this: &Arc<Self>) {
         // ORDERING: AcqRel: Release carries our push to the worker's swap(PARKED) or its
         // retiring CAS (whichever reads this write or a later one); Acquire orders our
@@ -477,42 +571,91 @@ impl Shared {
     /// Starts a worker. The caller won the state from IDLE, so no other worker exists.
     #[cold]
     fn spawn_worker(this: &Arc<Self>) {
+        // `thread::Builder::spawn` may panic as well as fail (it panics on a thread name it
+        // cannot take): a panic counts as a failure, so the state is never left claimed with
+        // no worker behind it and the panic never reaches `put`.
+        let error = match panic::catch_unwind(AssertUnwindSafe(|| Shared::try_spawn(this))) {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error.to_string(),
+            Err(payload) => {
+                let error = format!(
+                    "spawning it panicked: {}",
+                    panic_message(&*payload).unwrap_or("(non-string panic payload)")
+                );
+                contain(move || drop_payload(payload));
+                error
+            }
+        };
+        // No worker: give the state back so that the next `put` tries again. Only
+        // producers write RUNNING while no worker exists, so IDLE is right to restore.
+        // ORDERING: Release, so the next producer's Acquire swap sees a consistent queue.
+        this.state.store(IDLE, Ordering::Release);
+        // Then (the order matters, see `IdleWait`) tell the `wait_idle` callers that the
+        // queued actions cannot run for now.
+        this.fail_idle_waiters();
+        log_error(format_args!(
+            "orderslip: queue '{}' could not start its worker thread ({error}); its actions \
+             stay queued and the next put will try again",
+            this.name
+        ));
+    }
+
+    /// Spawns the worker thread.
+    fn try_spawn(this: &Arc<Self>) -> std::io::Result<()> {
         let shared = Arc::clone(this);
         let mut builder = thread::Builder::new().name(this.name.clone());
         if let Some(bytes) = this.stack_size {
             builder = builder.stack_size(bytes);
         }
         #[cfg(test)]
-        let result = if tests::fail_spawn() {
-            Err(std::io::Error::other("spawn failure injected by a test"))
-        } else {
-            builder.spawn(move || Shared::work(shared))
-        };
-        #[cfg(not(test))]
-        let result = builder.spawn(move || Shared::work(shared));
-        if let Err(error) = result {
-            // No worker: give the state back so that the next `put` tries again. Only
-            // producers write RUNNING while no worker exists, so IDLE is right to restore.
-            // ORDERING: Release, so the next producer's Acquire swap sees a consistent queue.
-            this.state.store(IDLE, Ordering::Release);
-            log::error!(
-                "orderslip: queue '{}' could not start its worker thread ({error}); \
-                 its actions stay queued and the next put will try again",
-                this.name
-            );
+        match tests::spawn_fault() {
+            Some(tests::SpawnFault::Fail) => {
+                return Err(std::io::Error::other("spawn failure injected by a test"))
+            }
+            Some(tests::SpawnFault::Panic) => panic!("spawn panic injected by a test"),
+            None => {}
         }
+        builder.spawn(move || Shared::work(shared)).map(drop)
     }
 
     /// The worker thread's body.
     fn work(this: Arc<Self>) {
         CURRENT_QUEUE.with(|id| id.set(this.id));
-        // SAFETY: this incarnation owns the parker: it was spawned by the `put` that moved
-        // the state from IDLE, and the previous incarnation stopped using the parker before
-        // its retiring CAS (which that `put` read).
+        // Hands the state back if this thread unwinds; disarmed by a normal retirement.
+        let exit = WorkerExit {
+            shared: this,
+            retired: Cell::new(false),
+        };
+        let this = &exit.shared;
+        // SAFETY: this incarnation owns the parker: it was spawned by the producer that moved
+        // the state from IDLE (a `put`, a `wait_idle`, the queue's drop or a dead worker's
+        // exit guard), and the previous incarnation stopped using the parker before its
+        // retiring CAS or its exit guard's swap(IDLE) (which that producer read).
         let parker = unsafe { this.parker.parker() };
         'work: loop {
-            while let Some(action) = this.actions.pop() {
-                this.run(action);
+            // A drain, unless there is nothing to drain: a worker woken with nothing queued
+            // (by a `put` whose action an earlier drain took) must not look busy to
+            // `wait_idle`, not even for a moment.
+            if !this.actions.is_empty() {
+                // ORDERING: Relaxed: the pops below advance the queue's head with release
+                // writes (SegQueue: a SeqCst CAS, or a Release store when it moves to the next
+                // block; the loom stand-in: a mutex), sequenced after this store, and
+                // `is_empty` reads the head with SeqCst. So an idle check whose `is_empty`
+                // sees the queue emptied by one of them reads `true` here (or the `false`
+                // written after the drain).
+                this.busy.store(true, Ordering::Relaxed);
+                while let Some(action) = this.actions.pop() {
+                    this.run(action);
+                    #[cfg(test)]
+                    tests::worker_fault(this);
+                }
+                // The drain is over: no action runs and a pop found the queue empty.
+                // ORDERING: Release: an idle check that reads this `false` (Acquire) sees
+                // every effect of the actions of the drain.
+                this.busy.store(false, Ordering::Release);
+                if MARKER_RAN.with(|ran| ran.replace(false)) {
+                    this.wake_idle_waiters();
+                }
             }
             // ORDERING: Acquire pairs with the Release store in `Drop for ActionQueue`.
             let closed = this.closed.load(Ordering::Acquire);
@@ -576,32 +719,208 @@ impl Shared {
                 }
             }
         }
-        CURRENT_QUEUE.with(|id| id.set(0));
+        exit.retired.set(true);
     }
 
     /// Runs one action, catching and reporting its panic so the worker goes on.
     fn run(&self, action: Action) {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| action.run())) {
             self.report_panic(&*payload);
-            drop_payload(payload);
+            // `drop_payload` contains a panic of the payload's `Drop`, but then logs it, and
+            // the logger may panic too.
+            contain(move || drop_payload(payload));
         }
     }
 
     fn report_panic(&self, payload: &(dyn Any + Send)) {
         match &self.panic_handler {
             Some(handler) => {
-                if panic::catch_unwind(AssertUnwindSafe(|| handler(payload))).is_err() {
-                    log::error!(
+                if !contain(|| handler(payload)) {
+                    log_error(format_args!(
                         "orderslip: the panic handler of queue '{}' panicked",
                         self.name
-                    );
+                    ));
                 }
             }
-            None => log::error!(
+            None => log_error(format_args!(
                 "orderslip: an action on queue '{}' panicked: {}",
                 self.name,
                 panic_message(payload).unwrap_or("(non-string panic payload)")
-            ),
+            )),
+        }
+    }
+
+    /// Whether the queue is empty and no action runs. The order of the two reads matters;
+    /// see the module docs.
+    fn is_idle(&self) -> bool {
+        // ORDERING: Acquire pairs with the worker's Release store of `false` after a drain;
+        // `true` needs no more than the queue's own synchronisation (see `work`).
+        self.actions.is_empty() && !self.busy.load(Ordering::Acquire)
+    }
+
+    /// Registers a `wait_idle` caller: returns the shared signal, once the marker is queued
+    /// and a worker exists to run it (or a failed spawn has failed the signal). See
+    /// `IdleWait` for why the caller is always woken.
+    #[cold]
+    fn idle_signal(this: &Arc<Self>) -> Promise<(), ()> {
+        let (signal, queue_marker) = {
+            let mut idle = sync::lock(&this.idle);
+            let signal = idle
+                .signal
+                .get_or_insert_with(|| Promise::with_setter_kind(Setter::Nobody))
+                .clone();
+            (signal, !mem::replace(&mut idle.marker_queued, true))
+        };
+        if queue_marker {
+            this.actions
+                .push(Action::new(|| MARKER_RAN.with(|ran| ran.set(true))));
+            Shared::ensure_worker(this);
+            return signal;
+        }
+        // An earlier caller queued the marker. If no worker is there to run it, its spawn
+        // failed (or a `put` is between its push and its swap): try again, and if that fails
+        // too, the failure path fails our signal. Had we read a spawner's RUNNING instead,
+        // that spawner succeeds (a worker runs the marker) or fails after our registration
+        // (see `IdleWait`) and fails our signal.
+        // ORDERING: Acquire: a failing spawner writes IDLE before it takes the signal under
+        // the lock; if that lock came before ours, we read its IDLE (or a later write).
+        if this.state.load(Ordering::Acquire) == IDLE && !this.actions.is_empty() {
+            Shared::ensure_worker(this);
+        }
+        signal
+    }
+
+    /// The end of a drain in which the marker ran: no marker is queued any more, and the
+    /// waiters registered so far are woken to check again.
+    #[cold]
+    fn wake_idle_waiters(&self) {
+        let signal = {
+            let mut idle = sync::lock(&self.idle);
+            idle.marker_queued = false;
+            idle.signal.take()
+        };
+        if let Some(signal) = signal {
+            let _ = signal.set_result(());
+        }
+    }
+
+    /// A spawn failed: the queued actions (the marker among them) cannot run for now, so the
+    /// waiters registered so far are told at once. The marker stays queued, and
+    /// `marker_queued` set: it runs once a later spawn succeeds.
+    #[cold]
+    fn fail_idle_waiters(&self) {
+        let signal = sync::lock(&self.idle).signal.take();
+        if let Some(signal) = signal {
+            let _ = signal.set_exception(());
+        }
+    }
+}
+
+/// The worker's exit path. A worker that retires (its retiring CAS wrote IDLE) disarms it; a
+/// worker thread that unwinds instead (a panic outside the actions' `catch_unwind`, which the
+/// worker avoids everywhere it knows of) still owns RUNNING or PARKED, and this gives the
+/// state back, so that the queue is never left claiming a worker that is gone.
+struct WorkerExit {
+    shared: Arc<Shared>,
+    retired: Cell<bool>,
+}
+
+impl Drop for WorkerExit {
+    fn drop(&mut self) {
+        // `try_with`: the thread is ending; its thread-locals may be going too.
+        let _ = CURRENT_QUEUE.try_with(|id| id.set(0));
+        if self.retired.get() {
+            return;
+        }
+        let shared = &self.shared;
+        // No action of ours runs any more. ORDERING: Release, as at the end of a drain.
+        shared.busy.store(false, Ordering::Release);
+        // Give the state back, as the retiring CAS would (we no longer use the parker), but
+        // unconditionally: a `put` that wrote RUNNING since relied on us to find its action,
+        // so we look at the queue again below. ORDERING: AcqRel, as the retiring CAS:
+        // Release hands the parker and the queue to the next spawner; Acquire reads every
+        // `put` whose swap came before ours, so the re-check below sees its push.
+        shared.state.swap(IDLE, Ordering::AcqRel);
+        // A marker ran in the drain that will not end: wake its waiters now.
+        if MARKER_RAN
+            .try_with(|ran| ran.replace(false))
+            .unwrap_or(false)
+        {
+            shared.wake_idle_waiters();
+        }
+        if !shared.actions.is_empty() {
+            // Actions are queued, and the `put`s whose swap came before ours will not start
+            // a worker for them: start one (a `put` whose swap comes after ours reads IDLE
+            // and starts one itself; only one of us reads IDLE).
+            Shared::ensure_worker(shared);
+        }
+        log_error(format_args!(
+            "orderslip: the worker of queue '{}' panicked outside an action; the state was \
+             handed back and any queued actions go to a new worker",
+            shared.name
+        ));
+    }
+}
+
+/// Runs foreign code that may panic (a logger, a panic handler, a destructor) and contains
+/// the panic; returns whether `f` returned normally. The panic's payload is dropped under
+/// `catch_unwind` too, and a payload whose `Drop` panics in turn is leaked (forgotten) rather
+/// than let anything unwind further.
+fn contain(f: impl FnOnce()) -> bool {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => true,
+        Err(payload) => {
+            if let Err(again) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+                mem::forget(again);
+            }
+            false
+        }
+    }
+}
+
+/// `log::error!`, with a panic of the logger (foreign code) contained: there is nowhere left
+/// to report that panic, so it is dropped.
+#[cold]
+fn log_error(message: fmt::Arguments<'_>) {
+    contain(|| log::error!("{message}"));
+}
+
+impl Drop for Shared {
+    /// Drops the actions that never ran (those of a queue whose worker could not be spawned:
+    /// a worker drains the queue before it retires, and once the last handle is gone nobody
+    /// can put more). Their captured state is foreign: if dropping one panics, the others are
+    /// dropped anyway and the first panic is re-raised afterwards, as std's containers and
+    /// `Drop for Inner` in `promise.rs` do. So is the panic handler's.
+    fn drop(&mut self) {
+        let mut first_panic = None;
+        let mut keep = |result: std::thread::Result<()>| {
+            if let Err(payload) = result {
+                match first_panic {
+                    None => first_panic = Some(payload),
+                    Some(_) => {
+                        contain(move || drop_payload(payload));
+                    }
+                }
+            }
+        };
+        while let Some(action) = self.actions.pop() {
+            keep(panic::catch_unwind(AssertUnwindSafe(move || drop(action))));
+        }
+        let handler = self.panic_handler.take();
+        keep(panic::catch_unwind(AssertUnwindSafe(move || drop(handler))));
+        if let Some(payload) = first_panic {
+            // Not a concurrency primitive: std's, also under loom.
+            if std::thread::panicking() {
+                // Unwinding already (the last handle dropped during a panic): a second
+                // panic would abort the process.
+                contain(move || drop_payload(payload));
+                log_error(format_args!(
+                    "orderslip: dropping an unrun action of queue '{}' panicked",
+                    self.name
+                ));
+            } else {
+                panic::resume_unwind(payload);
+            }
         }
     }
 }
@@ -656,50 +975,187 @@ impl fmt::Debug for Builder {
 pub(crate) mod tests {
     use std::cell::Cell;
 
+    /// A fault injected into a spawn by a test.
+    pub(crate) enum SpawnFault {
+        /// `spawn` returns an error (as when the OS is out of threads).
+        Fail,
+        /// `spawn` panics (as `std::thread::Builder::spawn` does on a name it cannot take).
+        Panic,
+    }
+
     std::thread_local! {
         static FAIL_SPAWNS: Cell<usize> = const { Cell::new(0) };
+        static PANIC_SPAWNS: Cell<usize> = const { Cell::new(0) };
     }
 
-    /// Whether the next spawn on this thread must fail (a test injects failures).
-    pub(crate) fn fail_spawn() -> bool {
-        FAIL_SPAWNS.with(|n| {
-            let left = n.get();
-            n.set(left.saturating_sub(1));
-            left > 0
-        })
+    /// Counts one injected fault down; whether there was one left.
+    fn take_one(left: &Cell<usize>) -> bool {
+        let n = left.get();
+        left.set(n.saturating_sub(1));
+        n > 0
+    }
+
+    /// The fault a test injected into the next spawn on this thread, if any.
+    pub(crate) fn spawn_fault() -> Option<SpawnFault> {
+        if FAIL_SPAWNS.with(take_one) {
+            Some(SpawnFault::Fail)
+        } else if PANIC_SPAWNS.with(take_one) {
+            Some(SpawnFault::Panic)
+        } else {
+            None
+        }
+    }
+
+    /// Called by the worker after each action, outside its `catch_unwind`: panics if a test
+    /// asked this queue's worker to.
+    pub(super) fn worker_fault(shared: &super::Shared) {
+        use std::sync::atomic::Ordering;
+        // ORDERING: Relaxed: only the worker reads and writes the counter after the test set
+        // it, and the test set it before the `put` whose push the worker's pop acquired.
+        let left = shared.worker_panics.load(Ordering::Relaxed);
+        if left > 0 {
+            // ORDERING: Relaxed, as above.
+            shared.worker_panics.store(left - 1, Ordering::Relaxed);
+            panic!("worker panic outside an action, injected by a test");
+        }
     }
 
     #[cfg(not(loom))]
-    #[test]
-    fn a_failed_spawn_loses_no_action_and_the_next_put_retries() {
-        use super::ActionQueue;
-        use std::sync::mpsc;
-        use std::time::Duration;
+    mod std_only {
+        use super::super::ActionQueue;
+        use super::{FAIL_SPAWNS, PANIC_SPAWNS};
+        use std::panic::{self, AssertUnwindSafe};
+        use std::sync::atomic::Ordering;
+        use std::sync::{mpsc, Arc};
+        use std::thread;
+        use std::time::{Duration, Instant};
 
-        let queue = ActionQueue::builder().keep_alive(Duration::ZERO).build();
-        let (tx, rx) = mpsc::channel();
-        let first = tx.clone();
-        FAIL_SPAWNS.with(|n| n.set(1));
-        queue.put(move || first.send(1).unwrap());
-        assert!(!queue.is_running(), "no worker after a failed spawn");
-        assert!(rx.try_recv().is_err(), "nothing ran");
-        queue.put(move || tx.send(2).unwrap());
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(1));
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok(2));
-    }
+        const DEADLINE: Duration = Duration::from_secs(30);
 
-    #[cfg(not(loom))]
-    #[test]
-    fn a_failed_spawn_is_retried_when_the_queue_is_dropped() {
-        use super::ActionQueue;
-        use std::sync::mpsc;
-        use std::time::Duration;
+        /// Polls `cond` (yielding in between) until it holds or `DEADLINE` passes.
+        fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
+            let deadline = Instant::now() + DEADLINE;
+            while Instant::now() < deadline {
+                if cond() {
+                    return true;
+                }
+                thread::yield_now();
+            }
+            cond()
+        }
 
-        let queue = ActionQueue::new();
-        let (tx, rx) = mpsc::channel();
-        FAIL_SPAWNS.with(|n| n.set(1));
-        queue.put(move || tx.send("ran").unwrap());
-        drop(queue);
-        assert_eq!(rx.recv_timeout(Duration::from_secs(10)), Ok("ran"));
+        #[test]
+        fn a_failed_spawn_loses_no_action_and_the_next_put_retries() {
+            let queue = ActionQueue::builder().keep_alive(Duration::ZERO).build();
+            let (tx, rx) = mpsc::channel();
+            let first = tx.clone();
+            FAIL_SPAWNS.with(|n| n.set(1));
+            queue.put(move || first.send(1).unwrap());
+            assert!(!queue.is_running(), "no worker after a failed spawn");
+            assert!(rx.try_recv().is_err(), "nothing ran");
+            queue.put(move || tx.send(2).unwrap());
+            assert_eq!(rx.recv_timeout(DEADLINE), Ok(1));
+            assert_eq!(rx.recv_timeout(DEADLINE), Ok(2));
+        }
+
+        #[test]
+        fn a_failed_spawn_is_retried_when_the_queue_is_dropped() {
+            let queue = ActionQueue::new();
+            let (tx, rx) = mpsc::channel();
+            FAIL_SPAWNS.with(|n| n.set(1));
+            queue.put(move || tx.send("ran").unwrap());
+            drop(queue);
+            assert_eq!(rx.recv_timeout(DEADLINE), Ok("ran"));
+        }
+
+        /// Regression (issue 10, defect 4): `thread::Builder::spawn` panics on a name it
+        /// cannot take. The panic used to unwind out of `put` after the state had been claimed
+        /// (RUNNING), skipping the restore to IDLE: `is_running()` said true for ever and
+        /// nothing ran again. A spawn that panics is now handled like one that fails. Fails on
+        /// ed2d89b (with the `Panic` fault of the hook added): `put` panics.
+        #[test]
+        fn a_spawn_that_panics_is_a_spawn_that_failed() {
+            let queue = ActionQueue::builder().keep_alive(Duration::ZERO).build();
+            let (tx, rx) = mpsc::channel();
+            let first = tx.clone();
+            PANIC_SPAWNS.with(|n| n.set(1));
+            let put = panic::catch_unwind(AssertUnwindSafe(|| {
+                queue.put(move || first.send(1).unwrap());
+            }));
+            assert!(put.is_ok(), "put panicked");
+            assert!(!queue.is_running(), "the state went back to IDLE");
+            assert!(rx.try_recv().is_err(), "nothing ran");
+            // A waiter without a deadline whose own spawn attempt panics is told at once.
+            PANIC_SPAWNS.with(|n| n.set(1));
+            let waited = panic::catch_unwind(AssertUnwindSafe(|| queue.wait_idle(Duration::MAX)));
+            assert_eq!(waited.ok(), Some(false), "wait_idle: no panic, not idle");
+            assert!(!queue.is_running());
+            // The next put starts a worker, which runs everything in order.
+            queue.put(move || tx.send(2).unwrap());
+            assert_eq!(rx.recv_timeout(DEADLINE), Ok(1));
+            assert_eq!(rx.recv_timeout(DEADLINE), Ok(2));
+            assert!(queue.wait_idle(DEADLINE));
+            assert!(wait_until(|| !queue.is_running()), "and it retires");
+        }
+
+        /// Regression (issue 10, defect 5): a panic on the worker thread outside an action's
+        /// `catch_unwind` used to end the thread with the state left RUNNING: the action
+        /// queued behind never ran, and no later `put` started a worker. The worker's exit
+        /// guard now hands the state back and, since an action is still queued, starts a new
+        /// worker. Fails on ed2d89b (with the worker fault of the hook added): the second
+        /// action never runs.
+        #[test]
+        fn a_worker_that_dies_outside_an_action_hands_its_state_back() {
+            let queue = ActionQueue::builder().keep_alive(Duration::ZERO).build();
+            // ORDERING: Relaxed: the `put`s below publish it to the worker.
+            queue.shared.worker_panics.store(1, Ordering::Relaxed);
+            let (release, gate) = mpsc::channel::<()>();
+            let (tx, rx) = mpsc::channel();
+            let t = tx.clone();
+            queue.put(move || {
+                gate.recv().unwrap();
+                t.send(thread::current().id()).unwrap();
+            });
+            // Queued behind the first action, before the worker dies after running it.
+            let t = tx.clone();
+            queue.put(move || t.send(thread::current().id()).unwrap());
+            release.send(()).unwrap();
+            let first = rx.recv_timeout(DEADLINE).expect("the first action ran");
+            let second = rx
+                .recv_timeout(DEADLINE)
+                .expect("the action queued behind it ran");
+            assert_ne!(first, second, "a new worker took over");
+            assert!(queue.wait_idle(DEADLINE));
+            assert!(queue.wait_idle(Duration::ZERO));
+            assert!(wait_until(|| !queue.is_running()), "the new worker retired");
+            // And the next put starts one again.
+            queue.put(move || tx.send(thread::current().id()).unwrap());
+            assert!(rx.recv_timeout(DEADLINE).is_ok(), "a later put still runs");
+        }
+
+        /// The worker dies at the end of the drain in which a waiting `wait_idle`'s marker
+        /// ran (the injected panic comes right after the marker): the exit guard wakes the
+        /// waiter, as the end of that drain would have.
+        #[test]
+        fn a_worker_that_dies_after_the_marker_still_wakes_wait_idle() {
+            let queue = ActionQueue::builder().keep_alive(Duration::ZERO).build();
+            let shared = Arc::clone(&queue.shared);
+            queue.put(move || {
+                // Once the marker of the `wait_idle` below is queued, arm the fault: this
+                // worker dies after this action, and the next one right after the marker.
+                assert!(wait_until(|| !shared.actions.is_empty()));
+                // ORDERING: Relaxed: only this worker and its successor (spawned by its exit
+                // guard, which publishes it) read it.
+                shared.worker_panics.store(2, Ordering::Relaxed);
+            });
+            assert!(queue.wait_idle(DEADLINE), "woken, and idle");
+            assert!(queue.wait_idle(Duration::ZERO));
+            // ORDERING: Relaxed: read after `wait_idle` acquired the workers' last writes.
+            assert_eq!(
+                queue.shared.worker_panics.load(Ordering::Relaxed),
+                0,
+                "both injected panics happened"
+            );
+        }
     }
 }

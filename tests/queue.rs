@@ -213,6 +213,32 @@ fn wait_idle_times_out_while_an_action_blocks() {
     assert!(queue.wait_idle(DEADLINE));
 }
 
+/// Regression (issue 10, defect 8a): right after `wait_idle` returned `true`, the worker is
+/// still in its post-drain spin with its state RUNNING, and `wait_idle(Duration::ZERO)` used
+/// to answer `false` for that whole time although the queue was empty and no action ran. A
+/// drained queue whose worker lingers is idle. Fails on ed2d89b (in the first few rounds:
+/// the spin lasts microseconds, the second call comes within a microsecond).
+#[test]
+fn a_drained_queue_whose_worker_lingers_is_idle_at_once() {
+    let queue = ActionQueue::builder()
+        .keep_alive(Duration::from_secs(60))
+        .build();
+    let done = Arc::new(AtomicUsize::new(0));
+    for round in 1..=200 {
+        let d = done.clone();
+        queue.put(move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(queue.wait_idle(DEADLINE));
+        assert!(
+            queue.wait_idle(Duration::ZERO),
+            "round {round}: idle a moment ago, busy now with nothing queued or running"
+        );
+        assert_eq!(done.load(Ordering::SeqCst), round);
+    }
+    assert!(queue.is_running(), "the worker lingered throughout");
+}
+
 #[test]
 fn wait_idle_inside_an_action_returns_false_at_once() {
     let queue = Arc::new(ActionQueue::new());

@@ -1,16 +1,20 @@
 //! Stress and soak tests, with a counting global allocator that proves nothing leaks.
 //!
-//! Every test here is `#[ignore]`d: run them in release, one at a time (the allocator's
-//! counters are process-wide, so a concurrently running test would disturb them):
+//! Every test here is `#[ignore]`d: run them in release. The allocator's counters are
+//! process-wide, so a concurrently running test would disturb them: each test first takes a
+//! shared lock ([`serialised`]), so they run one at a time however they are invoked (the
+//! default parallel harness, `--include-ignored`, any `--test-threads`):
 //!
 //! ```text
 //! # full scale (10^6 operations per test; about a minute on 2 busy cores, most of it the waits):
-//! cargo test --release --test stress -- --ignored --test-threads=1 --nocapture
+//! cargo test --release --test stress -- --ignored --nocapture
 //! # CI (.ci/stress.sh): promises and actions at full scale for 10 rounds, waits at full scale
 //! .ci/stress.sh
+//! # a quick run at a tenth of the size, with the rest of the binary's tests:
+//! ORDERSLIP_STRESS_SCALE=0.1 cargo test --release --test stress -- --include-ignored
 //! # soak: 50x full scale (5 * 10^7 operations per test), or the full scale 100 times over:
-//! ORDERSLIP_STRESS_SCALE=50 cargo test --release --test stress -- --ignored --test-threads=1 --nocapture
-//! ORDERSLIP_STRESS_ROUNDS=100 cargo test --release --test stress -- --ignored --test-threads=1 --nocapture
+//! ORDERSLIP_STRESS_SCALE=50 cargo test --release --test stress -- --ignored --nocapture
+//! ORDERSLIP_STRESS_ROUNDS=100 cargo test --release --test stress -- --ignored --nocapture
 //! ```
 //!
 //! `ORDERSLIP_STRESS_SCALE` (a float, default 1) multiplies every operation count; 1 is the
@@ -20,7 +24,8 @@
 //!
 //! What each test proves, besides its own functional checks:
 //! - **no leak**: after joining every thread and dropping everything, the live bytes and live
-//!   blocks of the whole process are back to the baseline measured before the workload
+//!   blocks allocated by the workload's threads (the test's own, those it spawns and the
+//!   queue's workers; see `Counting`) are back to the baseline measured before the workload
 //!   (after a small warm-up run of the same workload, so one-time lazy allocations of std are
 //!   not counted). Threads that the queue retires exit on their own, so the test waits (with
 //!   a deadline) for the counters to come back rather than reading them once;
@@ -37,59 +42,146 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
 use std::future::Future;
 use std::sync::atomic::{AtomicIsize, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier};
+use std::sync::{mpsc, Arc, Barrier, Mutex, MutexGuard, PoisonError};
 use std::thread;
 use std::time::{Duration, Instant};
 use util::{block_on, DEADLINE};
 
 // ---- the counting allocator ----
 
+/// Counts the live bytes and blocks allocated by the threads that take part in a workload:
+/// the test's own thread while it holds the `serialised` lock, the threads it spawns
+/// (`spawn`), and the queue's worker threads once they run one of its actions
+/// (`count_worker_thread`). A block is counted, or not, for its whole life: a header before
+/// it records whether its allocation was, and its reallocations and its free (by whatever
+/// thread) follow that record. So the threads that take no part (the test harness's main
+/// thread recording a finished test, the threads of tests waiting for the lock) leave the
+/// counters alone, and a stress test passes however the harness runs it.
 struct Counting;
 
 static LIVE_BYTES: AtomicIsize = AtomicIsize::new(0);
 static LIVE_BLOCKS: AtomicIsize = AtomicIsize::new(0);
 static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
 
-// SAFETY: every method forwards to `System` with the caller's arguments; the counting uses
-// only atomics, which never allocate.
+std::thread_local! {
+    /// Whether this thread's allocations are counted (a const thread-local without
+    /// destructor: reading it never allocates).
+    static TAKES_PART: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Counts the calling thread's allocations from now on (or, with `false`, no longer).
+fn take_part(yes: bool) {
+    TAKES_PART.with(|t| t.set(yes));
+}
+
+/// `thread::spawn` for a thread that takes part in the workload.
+fn spawn<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> thread::JoinHandle<T> {
+    thread::spawn(move || {
+        take_part(true);
+        f()
+    })
+}
+
+/// Room before each block for the "counted" byte: at least 16 bytes and the block's
+/// alignment (so the block stays aligned when the allocation is).
+fn header(layout: Layout) -> usize {
+    layout.align().max(16)
+}
+
+/// The layout of the whole allocation (header and block), if it fits.
+fn outer(layout: Layout) -> Option<Layout> {
+    Layout::from_size_align(layout.size().checked_add(header(layout))?, header(layout)).ok()
+}
+
+/// Counts a block of `bytes` that was (`sign` 1) allocated or (-1) freed.
+fn count(bytes: usize, sign: isize) {
+    LIVE_BYTES.fetch_add(sign * bytes as isize, Ordering::Relaxed);
+    LIVE_BLOCKS.fetch_add(sign, Ordering::Relaxed);
+    if sign > 0 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl Counting {
+    /// # Safety
+    ///
+    /// As `GlobalAlloc::alloc`; `zeroed` picks `alloc_zeroed`.
+    unsafe fn allocate(layout: Layout, zeroed: bool) -> *mut u8 {
+        let Some(outer) = outer(layout) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: forwarded, with a layout of non-zero size (the header).
+        let base = unsafe {
+            if zeroed {
+                System.alloc_zeroed(outer)
+            } else {
+                System.alloc(outer)
+            }
+        };
+        if base.is_null() {
+            return base;
+        }
+        // `try_with`: during thread teardown the slot may be gone (then: not counted).
+        let counted = TAKES_PART.try_with(|t| t.get()).unwrap_or(false);
+        // SAFETY: the header lies inside the allocation, before the block; the block starts
+        // `header(layout)` bytes in, a multiple of its alignment from an address aligned to it.
+        unsafe {
+            let block = base.add(header(layout));
+            block.sub(1).write(u8::from(counted));
+            if counted {
+                count(layout.size(), 1);
+            }
+            block
+        }
+    }
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments widened by the
+// header (the same widening for a block's allocation, reallocation and free, since it
+// depends only on the alignment, which `realloc` keeps); the accounting uses only atomics
+// and a const thread-local without destructor, which never allocate.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-            LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        p
+        unsafe { Counting::allocate(layout, false) }
     }
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         // SAFETY: forwarded.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(layout.size() as isize, Ordering::Relaxed);
-            LIVE_BLOCKS.fetch_add(1, Ordering::Relaxed);
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        p
+        unsafe { Counting::allocate(layout, true) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            LIVE_BYTES.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        let Some(new_outer) = outer(Layout::from_size_align(new_size, layout.align()).unwrap())
+        else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: `ptr` came from `allocate` with this layout: its header precedes it, and
+        // the whole allocation starts `header(layout)` bytes before it, with layout
+        // `outer(layout)` (which fitted then). `realloc` copies the header along.
+        unsafe {
+            let counted = ptr.sub(1).read() != 0;
+            let old_outer = outer(layout).unwrap();
+            let base = System.realloc(ptr.sub(header(layout)), old_outer, new_outer.size());
+            if base.is_null() {
+                return base;
+            }
+            if counted {
+                LIVE_BYTES.fetch_add(
+                    new_size as isize - layout.size() as isize,
+                    Ordering::Relaxed,
+                );
+                ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+            }
+            base.add(header(layout))
         }
-        p
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        LIVE_BYTES.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        LIVE_BLOCKS.fetch_sub(1, Ordering::Relaxed);
-        // SAFETY: forwarded.
-        unsafe { System.dealloc(ptr, layout) }
+        // SAFETY: as in `realloc`.
+        unsafe {
+            if ptr.sub(1).read() != 0 {
+                count(layout.size(), -1);
+            }
+            System.dealloc(ptr.sub(header(layout)), outer(layout).unwrap());
+        }
     }
 }
 
@@ -123,6 +215,21 @@ fn settle_deadline() -> Duration {
     std::env::var("ORDERSLIP_STRESS_SETTLE_SECS")
         .ok()
         .map_or(DEADLINE, |s| Duration::from_secs(s.parse().unwrap()))
+}
+
+/// Runs the tests of this file one at a time: each holds this lock for its whole measurement,
+/// since each measures the whole process's live memory and would see the others'
+/// allocations. Poison-tolerant: a test that failed while holding it must not fail the
+/// others.
+///
+/// What the lock cannot cover is the test harness's own bookkeeping when a test ends and the
+/// next one starts (recording the result, spawning the next test's thread). That happens
+/// within microseconds of the lock changing hands, while the next test runs its warm-up,
+/// before it takes its first baseline; each round takes its own baseline and waits for the
+/// counters to settle back to it.
+fn serialised() -> MutexGuard<'static, ()> {
+    static SERIAL: Mutex<()> = Mutex::new(());
+    SERIAL.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 // ---- sizes ----
@@ -193,6 +300,17 @@ impl Drop for Val {
 /// printed only after the measurement (printing may grow the test harness's capture buffer,
 /// which is why each round takes its own baseline).
 fn with_balance(name: &str, mut workload: impl FnMut(bool, &mut String)) {
+    let _serial = serialised();
+    // Counted from here on; no longer once the lock is released (the harness's allocations
+    // on this thread after the test are not the workload's).
+    struct TakingPart;
+    impl Drop for TakingPart {
+        fn drop(&mut self) {
+            take_part(false);
+        }
+    }
+    take_part(true);
+    let _taking_part = TakingPart;
     println!("stress {name}: scale {}, rounds {}", scale(), rounds());
     let mut report = String::with_capacity(1024);
     workload(true, &mut report);
@@ -233,7 +351,7 @@ fn with_balance(name: &str, mut workload: impl FnMut(bool, &mut String)) {
 // ---- 10^6 promises ----
 
 #[test]
-#[ignore = "stress: run with --release --ignored --test-threads=1"]
+#[ignore = "stress: run with --release --ignored"]
 fn a_million_promises_created_set_awaited_and_dropped_across_threads() {
     with_balance("promises", |warm_up, report| {
         let total = if warm_up {
@@ -262,7 +380,7 @@ fn promise_churn(total: usize, report: &mut String) {
     for pair in 0..PAIRS {
         let (tx, rx) = mpsc::sync_channel::<Vec<(usize, Promise<Val, Val>)>>(4);
         let (l, r) = (ledger.clone(), refused.clone());
-        threads.push(thread::spawn(move || {
+        threads.push(spawn(move || {
             for (n, batch) in rx.into_iter().enumerate() {
                 // Every other batch is set back to front, so the waiter (which goes front to
                 // back) finds most of those promises pending and parks or registers.
@@ -295,7 +413,7 @@ fn promise_churn(total: usize, report: &mut String) {
             }
         }));
         let parked = parked_waits.clone();
-        threads.push(thread::spawn(move || {
+        threads.push(spawn(move || {
             let first = pair * per_pair;
             for start in (first..first + per_pair).step_by(BATCH) {
                 let mine: Vec<(usize, Promise<Val, Val>)> = (start..start + BATCH)
@@ -358,7 +476,7 @@ fn promise_churn(total: usize, report: &mut String) {
 // ---- 10^6 timed-out waits ----
 
 #[test]
-#[ignore = "stress: run with --release --ignored --test-threads=1"]
+#[ignore = "stress: run with --release --ignored"]
 fn a_million_timed_out_waits_on_one_pending_promise_leave_nothing_behind() {
     with_balance("timed-out waits", |warm_up, report| {
         let total = if warm_up {
@@ -386,7 +504,7 @@ fn timed_out_waits(total: usize, report: &mut String) {
     // time, so every prune has live nodes to put back.
     let parked = {
         let p = p.clone();
-        thread::spawn(move || p.wait().map(|v| v.id).map_err(|e| e.cloned()))
+        spawn(move || p.wait().map(|v| v.id).map_err(|e| e.cloned()))
     };
     let (waker, wakes) = util::counting_waker();
     let mut registered = Box::pin(p.wait_async());
@@ -402,7 +520,7 @@ fn timed_out_waits(total: usize, report: &mut String) {
         .map(|t| {
             let (p, start, timeouts, max_live) =
                 (p.clone(), start.clone(), timeouts.clone(), max_live.clone());
-            thread::spawn(move || {
+            spawn(move || {
                 start.wait();
                 let mut mine = 0;
                 for i in 0..per_thread {
@@ -471,7 +589,7 @@ fn timed_out_waits(total: usize, report: &mut String) {
 // ---- 10^6 actions ----
 
 #[test]
-#[ignore = "stress: run with --release --ignored --test-threads=1"]
+#[ignore = "stress: run with --release --ignored"]
 fn a_million_actions_through_a_keep_alive_zero_queue_from_four_producers() {
     with_balance("actions", |warm_up, report| {
         let total = if warm_up {
@@ -507,7 +625,7 @@ fn action_flood(total: usize, report: &mut String) {
                 awaited.clone(),
                 incarnations.clone(),
             );
-            thread::spawn(move || {
+            spawn(move || {
                 start.wait();
                 for i in 0..per_producer {
                     let id = p * per_producer + i;
@@ -570,13 +688,10 @@ fn action_flood(total: usize, report: &mut String) {
     );
 }
 
-std::thread_local! {
-    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-/// Counts each worker thread once (a const thread-local without destructor: no allocation).
+/// Counts each worker thread once, and its allocations from its first action on (a const
+/// thread-local without destructor: no allocation).
 fn count_worker_thread(incarnations: &AtomicUsize) {
-    COUNTED.with(|c| {
+    TAKES_PART.with(|c| {
         if !c.replace(true) {
             incarnations.fetch_add(1, Ordering::Relaxed);
         }
