@@ -117,64 +117,50 @@ fn single_thread(c: &mut Criterion) {
 /// Marks the last message of a chain: the echo thread stops without replying.
 const STOP: u64 = u64::MAX;
 
+/// Runs `round(0)` untimed (the partner thread is up), then times `round(1..=iters)`.
+fn timed_rounds(iters: u64, mut round: impl FnMut(u64)) -> Duration {
+    round(0);
+    let start = Instant::now();
+    for n in 1..=iters {
+        round(n);
+    }
+    start.elapsed()
+}
+
+/// A one-shot slot that carries a number and the slot for the reply, so each round trip
+/// makes a fresh pair, as an RPC client makes a promise per request.
+trait Slip: 'static {
+    /// The sending end (for orderslip and the std baseline, a clone of the same promise).
+    type Tx: Send + 'static;
+    /// The receiving end.
+    type Rx: Send + 'static;
+    fn pair() -> (Self::Tx, Self::Rx);
+    fn send(tx: Self::Tx, n: u64, reply: Self::Tx);
+    fn recv(rx: Self::Rx) -> (u64, Self::Tx);
+}
+
 /// An orderslip message: a number and the promise the receiver sets in reply.
 struct Msg {
     n: u64,
     reply: Promise<Msg, ()>,
 }
 
-/// Runs `iters` round trips of orderslip promises, a fresh pair per round trip.
-fn ping_pong_orderslip(iters: u64) -> Duration {
-    let first: Promise<Msg, ()> = Promise::with_setter(None);
-    let mut inbox = first.clone();
-    let echo = thread::spawn(move || loop {
-        let (n, reply) = {
-            let m = inbox.wait().unwrap();
-            (m.n, m.reply.clone())
-        };
-        if n == STOP {
-            return;
-        }
-        let next: Promise<Msg, ()> = Promise::with_setter(None);
-        reply
-            .set_result(Msg {
-                n,
-                reply: next.clone(),
-            })
-            .ok()
-            .unwrap();
-        inbox = next;
-    });
-    let mut to_echo = first;
-    let mut round = |n: u64| {
-        let reply: Promise<Msg, ()> = Promise::with_setter(None);
-        to_echo
-            .set_result(Msg {
-                n,
-                reply: reply.clone(),
-            })
-            .ok()
-            .unwrap();
-        let m = reply.wait().unwrap();
-        debug_assert_eq!(m.n, n);
-        to_echo = m.reply.clone();
-    };
-    round(0); // untimed: the echo thread is up
-    let start = Instant::now();
-    for n in 1..=iters {
-        round(n);
+struct Orderslip;
+
+impl Slip for Orderslip {
+    type Tx = Promise<Msg, ()>;
+    type Rx = Promise<Msg, ()>;
+    fn pair() -> (Self::Tx, Self::Rx) {
+        let p = Promise::with_setter(None);
+        (p.clone(), p)
     }
-    let elapsed = start.elapsed();
-    let stop: Promise<Msg, ()> = Promise::with_setter(None);
-    to_echo
-        .set_result(Msg {
-            n: STOP,
-            reply: stop,
-        })
-        .ok()
-        .unwrap();
-    echo.join().unwrap();
-    elapsed
+    fn send(tx: Self::Tx, n: u64, reply: Self::Tx) {
+        tx.set_result(Msg { n, reply }).ok().unwrap();
+    }
+    fn recv(rx: Self::Rx) -> (u64, Self::Tx) {
+        let m = rx.wait().unwrap();
+        (m.n, m.reply.clone())
+    }
 }
 
 /// A std-baseline message.
@@ -183,44 +169,22 @@ struct StdMsg {
     reply: StdPromise<StdMsg>,
 }
 
-fn ping_pong_std(iters: u64) -> Duration {
-    let first: StdPromise<StdMsg> = StdPromise::new();
-    let mut inbox = first.clone();
-    let echo = thread::spawn(move || loop {
-        let StdMsg { n, reply } = inbox.take();
-        if n == STOP {
-            return;
-        }
-        let next = StdPromise::new();
-        reply.set(StdMsg {
-            n,
-            reply: next.clone(),
-        });
-        inbox = next;
-    });
-    let mut to_echo = first;
-    let mut round = |n: u64| {
-        let reply = StdPromise::new();
-        to_echo.set(StdMsg {
-            n,
-            reply: reply.clone(),
-        });
-        let m = reply.take();
-        debug_assert_eq!(m.n, n);
-        to_echo = m.reply;
-    };
-    round(0);
-    let start = Instant::now();
-    for n in 1..=iters {
-        round(n);
+struct StdSlip;
+
+impl Slip for StdSlip {
+    type Tx = StdPromise<StdMsg>;
+    type Rx = StdPromise<StdMsg>;
+    fn pair() -> (Self::Tx, Self::Rx) {
+        let p = StdPromise::new();
+        (p.clone(), p)
     }
-    let elapsed = start.elapsed();
-    to_echo.set(StdMsg {
-        n: STOP,
-        reply: StdPromise::new(),
-    });
-    echo.join().unwrap();
-    elapsed
+    fn send(tx: Self::Tx, n: u64, reply: Self::Tx) {
+        tx.set(StdMsg { n, reply });
+    }
+    fn recv(rx: Self::Rx) -> (u64, Self::Tx) {
+        let StdMsg { n, reply } = rx.take();
+        (n, reply)
+    }
 }
 
 /// A oneshot message: the sender for the reply.
@@ -229,107 +193,106 @@ struct OneshotMsg {
     reply: oneshot::Sender<OneshotMsg>,
 }
 
-fn ping_pong_oneshot(iters: u64) -> Duration {
-    let (first_tx, first_rx) = oneshot::channel::<OneshotMsg>();
+struct Oneshot;
+
+impl Slip for Oneshot {
+    type Tx = oneshot::Sender<OneshotMsg>;
+    type Rx = oneshot::Receiver<OneshotMsg>;
+    fn pair() -> (Self::Tx, Self::Rx) {
+        oneshot::channel()
+    }
+    fn send(tx: Self::Tx, n: u64, reply: Self::Tx) {
+        tx.send(OneshotMsg { n, reply }).ok().unwrap();
+    }
+    fn recv(rx: Self::Rx) -> (u64, Self::Tx) {
+        let OneshotMsg { n, reply } = rx.recv().unwrap();
+        (n, reply)
+    }
+}
+
+/// Runs `iters` round trips of one-shot slots `S`, a fresh pair per round trip.
+fn ping_pong_slips<S: Slip>(iters: u64) -> Duration {
+    let (first_tx, first_rx) = S::pair();
     let echo = thread::spawn(move || {
         let mut inbox = first_rx;
         loop {
-            let OneshotMsg { n, reply } = inbox.recv().unwrap();
+            let (n, reply) = S::recv(inbox);
             if n == STOP {
                 return;
             }
-            let (tx, rx) = oneshot::channel();
-            reply.send(OneshotMsg { n, reply: tx }).ok().unwrap();
+            let (tx, rx) = S::pair();
+            S::send(reply, n, tx);
             inbox = rx;
         }
     });
     let mut to_echo = Some(first_tx);
-    let mut round = |n: u64| {
-        let (tx, rx) = oneshot::channel();
-        to_echo
-            .take()
-            .unwrap()
-            .send(OneshotMsg { n, reply: tx })
-            .ok()
-            .unwrap();
-        let m = rx.recv().unwrap();
-        debug_assert_eq!(m.n, n);
-        to_echo = Some(m.reply);
-    };
-    round(0);
-    let start = Instant::now();
-    for n in 1..=iters {
-        round(n);
-    }
-    let elapsed = start.elapsed();
-    let (stop, _keep) = oneshot::channel();
-    to_echo
-        .take()
-        .unwrap()
-        .send(OneshotMsg {
-            n: STOP,
-            reply: stop,
-        })
-        .ok()
-        .unwrap();
+    let elapsed = timed_rounds(iters, |n| {
+        let (tx, rx) = S::pair();
+        S::send(to_echo.take().unwrap(), n, tx);
+        let (m, reply) = S::recv(rx);
+        debug_assert_eq!(m, n);
+        to_echo = Some(reply);
+    });
+    let (stop, _keep) = S::pair(); // `_keep`: a oneshot send needs a live receiver
+    S::send(to_echo.take().unwrap(), STOP, stop);
+    echo.join().unwrap();
+    elapsed
+}
+
+/// Runs `iters` round trips over a pair of long-lived channels made by `channel`.
+fn ping_pong_channels<Tx, Rx>(
+    iters: u64,
+    channel: impl Fn() -> (Tx, Rx),
+    send: fn(&Tx, u64) -> bool,
+    recv: fn(&Rx) -> Option<u64>,
+) -> Duration
+where
+    Tx: Send + 'static,
+    Rx: Send + 'static,
+{
+    let (req_tx, req_rx) = channel();
+    let (resp_tx, resp_rx) = channel();
+    let echo = thread::spawn(move || {
+        while let Some(n) = recv(&req_rx) {
+            send(&resp_tx, n);
+        }
+    });
+    let elapsed = timed_rounds(iters, |n| {
+        assert!(send(&req_tx, n));
+        let m = recv(&resp_rx).unwrap();
+        debug_assert_eq!(m, n);
+    });
+    drop(req_tx);
     echo.join().unwrap();
     elapsed
 }
 
 fn ping_pong_crossbeam(iters: u64) -> Duration {
-    let (req_tx, req_rx) = crossbeam_channel::bounded::<u64>(1);
-    let (resp_tx, resp_rx) = crossbeam_channel::bounded::<u64>(1);
-    let echo = thread::spawn(move || {
-        for n in req_rx {
-            resp_tx.send(n).unwrap();
-        }
-    });
-    let round = |n: u64| {
-        req_tx.send(n).unwrap();
-        let m = resp_rx.recv().unwrap();
-        debug_assert_eq!(m, n);
-    };
-    round(0);
-    let start = Instant::now();
-    for n in 1..=iters {
-        round(n);
-    }
-    let elapsed = start.elapsed();
-    drop(req_tx);
-    echo.join().unwrap();
-    elapsed
+    ping_pong_channels(
+        iters,
+        || crossbeam_channel::bounded::<u64>(1),
+        |tx, n| tx.send(n).is_ok(),
+        |rx| rx.recv().ok(),
+    )
 }
 
 fn ping_pong_mpsc(iters: u64) -> Duration {
-    let (req_tx, req_rx) = mpsc::channel::<u64>();
-    let (resp_tx, resp_rx) = mpsc::channel::<u64>();
-    let echo = thread::spawn(move || {
-        for n in req_rx {
-            resp_tx.send(n).unwrap();
-        }
-    });
-    let round = |n: u64| {
-        req_tx.send(n).unwrap();
-        let m = resp_rx.recv().unwrap();
-        debug_assert_eq!(m, n);
-    };
-    round(0);
-    let start = Instant::now();
-    for n in 1..=iters {
-        round(n);
-    }
-    let elapsed = start.elapsed();
-    drop(req_tx);
-    echo.join().unwrap();
-    elapsed
+    ping_pong_channels(
+        iters,
+        mpsc::channel::<u64>,
+        |tx, n| tx.send(n).is_ok(),
+        |rx| rx.recv().ok(),
+    )
 }
 
 fn ping_pong(c: &mut Criterion) {
     let mut group = c.benchmark_group("promise/ping_pong");
     configure(&mut group);
-    group.bench_function("orderslip", |b| b.iter_custom(ping_pong_orderslip));
-    group.bench_function("std_mutex_condvar", |b| b.iter_custom(ping_pong_std));
-    group.bench_function("oneshot", |b| b.iter_custom(ping_pong_oneshot));
+    group.bench_function("orderslip", |b| b.iter_custom(ping_pong_slips::<Orderslip>));
+    group.bench_function("std_mutex_condvar", |b| {
+        b.iter_custom(ping_pong_slips::<StdSlip>)
+    });
+    group.bench_function("oneshot", |b| b.iter_custom(ping_pong_slips::<Oneshot>));
     group.bench_function("crossbeam_bounded1", |b| b.iter_custom(ping_pong_crossbeam));
     group.bench_function("std_mpsc", |b| b.iter_custom(ping_pong_mpsc));
     group.finish();

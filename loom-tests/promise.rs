@@ -6,31 +6,16 @@
 //! their timeout path; untimed waits park for real.
 #![cfg(loom)]
 
+mod util;
+
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use orderslip::{Promise, PromiseError};
 use std::time::Duration;
+use util::{bounded, model};
 
 type P = Promise<usize, usize>;
-
-/// An exhaustive model (unless `LOOM_MAX_PREEMPTIONS` is set in the environment).
-fn model(f: impl Fn() + Sync + Send + 'static) {
-    loom::model::Builder::new().check(f);
-}
-
-/// A model bounded to `preemptions` preemptions, for the three-thread races whose exhaustive
-/// run does not fit CI; each such test says so.
-fn bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(
-        builder
-            .preemption_bound
-            .unwrap_or(preemptions)
-            .min(preemptions),
-    );
-    builder.check(f);
-}
 
 /// set ∥ wait: the waiter registers just as the setter publishes; it must still wake.
 #[test]

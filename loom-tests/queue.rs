@@ -15,24 +15,14 @@
 //! for the eight models on 2 shared cores).
 #![cfg(loom)]
 
+mod util;
+
 use loom::sync::atomic::{AtomicUsize, Ordering};
 use loom::sync::Arc;
 use loom::thread;
 use orderslip::{ActionQueue, PromiseError};
 use std::time::Duration;
-
-/// A model bounded to `preemptions` preemptions, for races whose exhaustive run does not fit
-/// CI; each such test says so.
-fn bounded(preemptions: usize, f: impl Fn() + Sync + Send + 'static) {
-    let mut builder = loom::model::Builder::new();
-    builder.preemption_bound = Some(
-        builder
-            .preemption_bound
-            .unwrap_or(preemptions)
-            .min(preemptions),
-    );
-    builder.check(f);
-}
+use util::bounded;
 
 fn zero_keep_alive() -> ActionQueue {
     ActionQueue::builder().keep_alive(Duration::ZERO).build()

@@ -23,7 +23,9 @@ pub(crate) fn report(message: fmt::Arguments<'_>) {
 }
 
 /// Logs `message` with `log::warn!`, contained like [`report`]. For advice to the
-/// programmer, such as a promise set from a thread other than its designated setter.
+/// programmer, such as a promise set from a thread other than its designated setter (a
+/// debug-build check).
+#[cfg(debug_assertions)]
 #[cold]
 pub(crate) fn warn(message: fmt::Arguments<'_>) {
     if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| log::warn!("{message}"))) {

@@ -21,62 +21,14 @@
 #![cfg(not(loom))]
 
 use orderslip::{ActionQueue, Promise};
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::hint::black_box;
 use std::time::Duration;
 
-/// `System`, counting each thread's allocations and frees in thread-locals.
-struct Counting;
-
-std::thread_local! {
-    // `const` initialisers without destructors: reading them never allocates, so the
-    // allocator may use them.
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-    static FREES: Cell<u64> = const { Cell::new(0) };
-}
-
-fn bump(counter: &'static std::thread::LocalKey<Cell<u64>>) {
-    // `try_with`: during thread teardown the slot may be gone; such calls are not ours.
-    let _ = counter.try_with(|c| c.set(c.get() + 1));
-}
-
-// SAFETY: every method forwards to `System` with the same arguments; counting touches only
-// thread-locals that never allocate.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        bump(&ALLOCS);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        bump(&ALLOCS);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.alloc_zeroed(layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        bump(&ALLOCS);
-        bump(&FREES);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        bump(&FREES);
-        // SAFETY: forwarded with the caller's guarantees.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+mod util;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
-
-/// Allocations and frees this thread made while running `f`, and its result.
-fn counted<R>(f: impl FnOnce() -> R) -> (u64, u64, R) {
-    let (a0, f0) = (ALLOCS.with(Cell::get), FREES.with(Cell::get));
-    let r = f();
-    let (a1, f1) = (ALLOCS.with(Cell::get), FREES.with(Cell::get));
-    (a1 - a0, f1 - f0, r)
-}
+static GLOBAL: util::alloc::Counting = util::alloc::Counting;
+use util::alloc::counted;
 
 /// Allocations this thread made while running `f`.
 fn allocs(f: impl FnOnce()) -> u64 {

@@ -17,97 +17,20 @@
 mod util;
 
 use orderslip::{ActionPanicked, ActionQueue, Promise, PromiseError};
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::any::Any;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Mutex, Once};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::Duration;
-use util::{block_on, owned, wait_until, DropCounter, DEADLINE};
-
-// ---- a per-thread live-bytes counter ----
-
-struct Counting;
-
-std::thread_local! {
-    static LIVE_BYTES: Cell<isize> = const { Cell::new(0) };
-}
-
-fn account(delta: isize) {
-    // `try_with`: during thread teardown the slot may be gone.
-    let _ = LIVE_BYTES.try_with(|b| b.set(b.get() + delta));
-}
-
-/// Bytes this thread allocated and did not free (frees of other threads' blocks count
-/// negative here).
-fn live_bytes() -> isize {
-    LIVE_BYTES.with(Cell::get)
-}
-
-// SAFETY: every method forwards to `System` with the caller's arguments; the accounting
-// touches only a const-initialised thread-local without a destructor, which never allocates.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded.
-        let p = unsafe { System.alloc(layout) };
-        if !p.is_null() {
-            account(layout.size() as isize);
-        }
-        p
-    }
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        // SAFETY: forwarded.
-        let p = unsafe { System.alloc_zeroed(layout) };
-        if !p.is_null() {
-            account(layout.size() as isize);
-        }
-        p
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        // SAFETY: forwarded.
-        let p = unsafe { System.realloc(ptr, layout, new_size) };
-        if !p.is_null() {
-            account(new_size as isize - layout.size() as isize);
-        }
-        p
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        account(-(layout.size() as isize));
-        // SAFETY: forwarded.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-}
+use util::{block_on, owned, quiet_intentional_panics, wait_until, DropCounter, DEADLINE};
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: util::alloc::Counting = util::alloc::Counting;
+use util::alloc::live_bytes;
 
 // ---- helpers ----
-
-/// Keeps intentional panics (message containing "intentional") off stderr; every other panic
-/// goes to the default hook.
-fn quiet_intentional_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-            let intentional = match message {
-                Some(m) => m.contains("intentional"),
-                // Non-string payloads in this file are all intentional.
-                None => true,
-            };
-            if !intentional {
-                default(info);
-            }
-        }));
-    });
-}
 
 /// A value whose `Drop` counts and then panics (unless the thread is already unwinding,
 /// which would abort the process).

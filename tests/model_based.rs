@@ -40,10 +40,10 @@ mod util;
 use orderslip::{ActionQueue, Promise, PromiseError};
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
-use std::sync::{mpsc, Arc, Barrier, Mutex, Once};
+use std::sync::{mpsc, Arc, Barrier, Mutex};
 use std::thread;
 use std::time::Duration;
-use util::{block_on, wait_until, DEADLINE};
+use util::{block_on, quiet_intentional_panics, wait_until, DEADLINE};
 
 // ---- seeds and the generator ----
 
@@ -112,24 +112,6 @@ impl Drop for SeedGuard {
             );
         }
     }
-}
-
-/// Keeps the intentional panics of callbacks and actions off stderr.
-fn quiet_intentional_panics() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let default = std::panic::take_hook();
-        std::panic::set_hook(Box::new(move |info| {
-            let p = info.payload();
-            let msg = p
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| p.downcast_ref::<String>().map(String::as_str));
-            if !msg.is_some_and(|m| m.starts_with("model: intentional")) {
-                default(info);
-            }
-        }));
-    });
 }
 
 /// Joins a thread, turning its panic into ours (so the seed guard reports it).

@@ -45,18 +45,7 @@ fn install() {
     ONCE.call_once(|| {
         log::set_logger(&LOGGER).expect("no other logger in this binary");
         log::set_max_level(log::LevelFilter::Error);
-        let default = panic::take_hook();
-        panic::set_hook(Box::new(move |info| {
-            let payload = info.payload();
-            let message = payload
-                .downcast_ref::<&str>()
-                .copied()
-                .or_else(|| payload.downcast_ref::<String>().map(String::as_str));
-            // Non-string payloads in this file are all intentional.
-            if message.is_some_and(|m| !m.contains("intentional")) {
-                default(info);
-            }
-        }));
+        util::quiet_intentional_panics();
     });
 }
 
