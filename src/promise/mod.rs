@@ -23,8 +23,10 @@
 //! only if a waiter pushed in between). The setter then wakes the waiters it took, and, only
 //! if a callback was registered before the publish, drains the callback stack: it runs every
 //! callback registered until it can close an empty stack, including ones registered (by
-//! other threads, or by the callbacks themselves) while it drains. So `set_result` returns
-//! once the callbacks it found have run; its own steps never block.
+//! other threads, or by the callbacks themselves) while it drains. So the setter's own steps
+//! never block, but `set_result` returns only once it has run every callback registered
+//! before the stack closed: other threads that keep registering callbacks meanwhile keep it
+//! busy (each callback is theirs to run anyway, and runs once).
 //!
 //! Waiting first checks DONE (one Acquire load), then spins briefly, then pushes a node onto
 //! the waiter stack with a CAS that fails if DONE is set, and parks until its node is woken.
@@ -618,15 +620,26 @@ impl<T, E> Promise<T, E> {
     }
 
     /// Runs `f` once with the result when the promise is done. Any number of callbacks may
-    /// be registered, and **they run in registration order**: a callback registered after
+    /// be registered, and **they start in registration order**: a callback registered after
     /// another one (on the same thread, or after learning that the other was registered)
-    /// runs after it.
+    /// starts after it, and, when both run on the setter's thread, after it returned.
     ///
     /// - Registered while the promise is pending: `f` runs on the setting thread, after the
-    ///   setter has woken the waiters.
+    ///   setter has woken the waiters (or, if the setter finished its callbacks just before
+    ///   `f` got in, at once on this thread).
     /// - Registered once the promise is done: if callbacks registered earlier are still
-    ///   being run by the setter, `f` is queued behind them and the setter runs it too;
-    ///   otherwise `f` runs at once, on this thread, before `then` returns.
+    ///   being run by the setter, `f` is queued behind them and the setter runs it too, so
+    ///   `f` may not have run yet when `then` returns; otherwise `f` runs at once, on this
+    ///   thread, before `then` returns. (A `then` called inside a callback that runs at once
+    ///   runs nested, before the outer callback returns; callbacks registered by unrelated
+    ///   threads at once may run at the same time.)
+    ///
+    /// Because of that order, a callback must not wait for a later callback of the same
+    /// promise: waiting inside a callback for a [`map`](Promise::map) or
+    /// [`and_then`](Promise::and_then) made from its own promise, or for a thread that
+    /// waits for one, can never end (the later callback runs after this one returns).
+    /// Such a wait on the callback's own thread fails at once with
+    /// [`PromiseError::Deadlock`].
     ///
     /// A waiter may rely on this when `wait()` returns: the promise is done, but callbacks
     /// registered before may still be running on the setter's thread; a `then` it registers
