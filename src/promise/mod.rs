@@ -477,7 +477,9 @@ impl<T, E> Promise<T, E> {
 
         let node = Waiter::for_thread(thread::current());
         loop {
-            if !waiters::push(&inner.state, &node, DONE) {
+            // SAFETY: the node is new (first round) or was WOKEN and rearmed below (later
+            // rounds): no stack holds it, and only this thread, its owner, pushes it.
+            if !unsafe { waiters::push(&inner.state, &node, DONE) } {
                 break; // DONE: the result is there (the failed CAS read it with Acquire).
             }
             // ORDERING: the push was an RMW on `state`; a dropper that made us the last handle
@@ -529,7 +531,8 @@ impl<T, E> Promise<T, E> {
     /// Frees the cancelled nodes of the waiter stack (see [`waiters::prune`]).
     fn prune(&self) {
         let inner = self.inner();
-        if waiters::prune(&inner.state, DONE) && self.is_abandoned() {
+        // SAFETY: `state` is this promise's word, whose stack holds only pushed nodes.
+        if unsafe { waiters::prune(&inner.state, DONE) } && self.is_abandoned() {
             // While we had the stack out, a drop may have made the promise abandoned and found
             // the stack empty: wake what we put back so those waiters see it.
             // ORDERING: the splice was an RMW on `state` after which we read `handles` with
