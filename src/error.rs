@@ -1,4 +1,5 @@
-//! The errors a [`Promise`](crate::Promise) reports.
+//! The errors a [`Promise`](crate::Promise) reports, and the one an
+//! [`ActionQueue`](crate::ActionQueue) sets a `submit`ted action's promise to when it panics.
 
 use std::error::Error;
 use std::fmt;
@@ -215,3 +216,50 @@ impl<V> fmt::Display for PromiseDoneError<V> {
 }
 
 impl<V> Error for PromiseDoneError<V> {}
+
+/// Why a [`submit`](crate::ActionQueue::submit)ted action produced no value: it panicked.
+/// Carries the panic message when the panic payload was a string.
+///
+/// Like the other errors, its `Display` prints the message itself ("the action panicked:
+/// sensor offline") and it has no [`source`](std::error::Error::source).
+///
+/// ```
+/// use orderslip::{ActionQueue, PromiseError};
+/// use std::time::Duration;
+///
+/// let queue = ActionQueue::new();
+/// let p = queue.submit(|| -> u8 { panic!("sensor offline") });
+/// match p.result(Duration::from_secs(5)) {
+///     Err(PromiseError::Failed(e)) => assert_eq!(e.message(), Some("sensor offline")),
+///     other => panic!("unexpected {other:?}"),
+/// }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionPanicked {
+    message: Option<String>,
+}
+
+impl ActionPanicked {
+    pub(crate) fn from_payload(payload: &(dyn std::any::Any + Send)) -> Self {
+        ActionPanicked {
+            message: crate::panics::panic_message(payload).map(str::to_owned),
+        }
+    }
+
+    /// The panic message, if the action panicked with a string.
+    pub fn message(&self) -> Option<&str> {
+        self.message.as_deref()
+    }
+}
+
+impl fmt::Display for ActionPanicked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.message {
+            Some(message) => write!(f, "the action panicked: {message}"),
+            None => f.write_str("the action panicked"),
+        }
+    }
+}
+
+/// The panic message is printed by `Display`; there is no source.
+impl Error for ActionPanicked {}

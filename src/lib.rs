@@ -170,17 +170,15 @@
 //! Every atomic protocol is model-checked with [loom](https://docs.rs/loom):
 //! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_promise --test loom_queue`.
 
-#![deny(missing_docs)]
-#![warn(clippy::undocumented_unsafe_blocks)]
+// Lints are set once, in Cargo.toml's `[lints]`.
 
-mod action;
 mod error;
 mod panics;
 mod promise;
 mod queue;
+mod setter;
 mod sync;
 
-pub use error::{PromiseDoneError, PromiseError};
+pub use error::{ActionPanicked, PromiseDoneError, PromiseError};
 pub use promise::{Promise, WaitAsync};
-
-pub use queue::{ActionPanicked, ActionQueue, Builder};
+pub use queue::{ActionQueue, Builder};

@@ -5,6 +5,11 @@
 //! Every report goes through [`report`], which itself runs the logger under
 //! `catch_unwind`: a logger that panics is the one thing we cannot report, so its panic is
 //! swallowed (its payload dropped under `catch_unwind` too).
+//!
+//! Two flavours of containment, used by the promise and the queue alike:
+//! - [`contain`] reports the panic it catches (`"orderslip: {what} panicked: {message}"`);
+//! - [`contain_silently`] only catches it, for callers that report in their own words (the
+//!   queue's panic handler) or that have nowhere left to report to.
 
 use std::any::Any;
 use std::fmt;
@@ -24,7 +29,7 @@ pub(crate) fn report(message: fmt::Arguments<'_>) {
 
 /// Logs `message` with `log::warn!`, contained like [`report`]. For advice to the
 /// programmer, such as a promise set from a thread other than its designated setter (a
-/// debug-build check).
+/// debug-build check, hence the `cfg`).
 #[cfg(debug_assertions)]
 #[cold]
 pub(crate) fn warn(message: fmt::Arguments<'_>) {
@@ -36,7 +41,9 @@ pub(crate) fn warn(message: fmt::Arguments<'_>) {
 /// Drops a panic payload, catching (and reporting) a panic from its own `Drop`, so that not
 /// even that reaches the setter or the worker.
 pub(crate) fn drop_payload(payload: Payload) {
-    if panic::catch_unwind(AssertUnwindSafe(move || drop(payload))).is_err() {
+    if let Err(inner) = panic::catch_unwind(AssertUnwindSafe(move || drop(payload))) {
+        // The `Drop` panicked: its own payload is foreign too.
+        forget_payload(inner);
         report(format_args!("orderslip: dropping a panic payload panicked"));
     }
 }
@@ -56,6 +63,20 @@ pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> Option<&str> {
         .downcast_ref::<&'static str>()
         .copied()
         .or_else(|| payload.downcast_ref::<String>().map(String::as_str))
+}
+
+/// Runs foreign code that may panic (a logger, a panic handler, a destructor) and contains
+/// the panic without reporting it; returns whether `f` returned normally. The panic's
+/// payload is dropped under `catch_unwind` too, and a payload whose `Drop` panics in turn is
+/// leaked (forgotten) rather than let anything unwind further.
+pub(crate) fn contain_silently(f: impl FnOnce()) -> bool {
+    match panic::catch_unwind(AssertUnwindSafe(f)) {
+        Ok(()) => true,
+        Err(payload) => {
+            forget_payload(payload);
+            false
+        }
+    }
 }
 
 /// Runs `f`; if it panics, reports the panic as `what` (with its message when it has one)

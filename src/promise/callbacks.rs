@@ -30,7 +30,7 @@
 //! `Drop` drops those callbacks unrun.
 
 use crate::panics;
-use crate::sync::{AtomicPtr, Ordering};
+use crate::sync::{self, AtomicPtr, Ordering};
 use std::panic::{self, AssertUnwindSafe};
 use std::ptr;
 
@@ -76,16 +76,17 @@ impl<T, E> Callbacks<T, E> {
     /// caller runs it: every earlier callback has run, and the Acquire read of CLOSED orders
     /// the caller after them).
     pub(crate) fn push(&self, f: Callback<T, E>) -> Result<(), Callback<T, E>> {
-        let node = Box::into_raw(Box::new(Node {
+        let node = sync::boxed::into_raw(Node {
             next: ptr::null_mut(),
             f,
-        }));
+        });
         // ORDERING: Acquire: a CLOSED head orders the caller after the setter's callbacks.
         let mut head = self.head.load(Ordering::Acquire);
         loop {
             if head == closed() {
-                // SAFETY: the node was never published; we still own the box.
-                let node = unsafe { Box::from_raw(node) };
+                // SAFETY: the node came from `boxed::into_raw` above and was never published;
+                // we still own it.
+                let node = unsafe { sync::boxed::take(node) };
                 return Err(node.f);
             }
             // SAFETY: the node is not published yet; we are its only user.
@@ -142,8 +143,8 @@ impl<T, E> Callbacks<T, E> {
                 node = next;
             }
             while !ordered.is_null() {
-                // SAFETY: each node came from `Box::into_raw` in `push` and is ours alone.
-                let node = unsafe { Box::from_raw(ordered) };
+                // SAFETY: each node came from `boxed::into_raw` in `push` and is ours alone.
+                let node = unsafe { sync::boxed::take(ordered) };
                 ordered = node.next;
                 run(node.f, result);
             }
@@ -171,8 +172,9 @@ impl<T, E> Drop for Callbacks<T, E> {
         }
         let mut first_panic = None;
         while !node.is_null() {
-            // SAFETY: nobody else can reach the stack now; each node is a `Box` we own.
-            let boxed = unsafe { Box::from_raw(node) };
+            // SAFETY: nobody else can reach the stack now; each node came from
+            // `boxed::into_raw` in `push` and is ours.
+            let boxed = unsafe { sync::boxed::take(node) };
             node = boxed.next;
             if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
                 first_panic.get_or_insert(payload);

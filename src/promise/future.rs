@@ -65,7 +65,8 @@ impl<'a, T, E> Future for WaitAsync<'a, T, E> {
         let registered = match &self.node {
             None => {
                 let node = Waiter::for_task(cx.waker());
-                let pushed = waiters::push(&promise.inner().state, &node, DONE);
+                // SAFETY: the node is new, so in no stack; `state` is the promise's word.
+                let pushed = unsafe { waiters::push(&promise.inner().state, &node, DONE) };
                 self.node = Some(node);
                 pushed
             }
@@ -73,7 +74,9 @@ impl<'a, T, E> Future for WaitAsync<'a, T, E> {
                 node.register(cx.waker());
                 if node.is_woken() {
                     node.rearm();
-                    waiters::push(&promise.inner().state, node, DONE)
+                    // SAFETY: the node was WOKEN: its holder took it out of the stack and
+                    // let go of it, and only this future (its owner) pushes it again.
+                    unsafe { waiters::push(&promise.inner().state, node, DONE) }
                 } else {
                     true
                 }

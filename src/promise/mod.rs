@@ -43,7 +43,7 @@ mod waiters;
 pub use future::WaitAsync;
 
 use crate::error::{PromiseDoneError, PromiseError};
-pub(crate) use crate::panics::{drop_payload, panic_message};
+use crate::setter::Setter;
 use crate::sync::{self, thread, Arc, AtomicUsize, Ordering, Spin, UnsafeCell};
 use callbacks::Callbacks;
 use handles::Handles;
@@ -54,55 +54,6 @@ use std::mem::MaybeUninit;
 use std::ptr::NonNull;
 use std::time::{Duration, Instant};
 use waiters::Waiter;
-
-/// Which thread, if any, must not wait for the promise while it is pending.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Setter {
-    /// No deadlock check.
-    Nobody,
-    /// This thread will set it.
-    Thread(thread::ThreadId),
-    /// An action of the [`ActionQueue`](crate::ActionQueue) with this id will set it, so
-    /// waiting from inside an action of that queue can never end.
-    Queue(usize),
-}
-
-impl Setter {
-    /// In debug builds: reports (once per process) a promise with a designated setter
-    /// thread that is set on another thread. That is the mistake behind `Deadlock` errors
-    /// that come and go with timing: the creating thread's wait fails only if it comes
-    /// before the set. The once-flag is a plain std `Once` even under loom: it guards a log
-    /// line, not a protocol.
-    #[cfg(debug_assertions)]
-    #[cold]
-    fn check_set_here(self) {
-        if let Setter::Thread(id) = self {
-            let here = thread::current_id();
-            if here != id {
-                static REPORTED: std::sync::Once = std::sync::Once::new();
-                REPORTED.call_once(|| {
-                    crate::panics::warn(format_args!(
-                        "orderslip: a promise whose designated setter is thread {id:?} was \
-                         set on thread {here:?}. Promise::new() designates the creating \
-                         thread, and a wait on that thread while the promise is pending \
-                         fails with PromiseError::Deadlock, so whether it fails depends on \
-                         timing. If another thread sets the promise, create it with \
-                         Promise::with_setter(None). (Reported once per process, in debug \
-                         builds.)"
-                    ))
-                });
-            }
-        }
-    }
-
-    fn is_current(self) -> bool {
-        match self {
-            Setter::Nobody => false,
-            Setter::Thread(id) => thread::current_id() == id,
-            Setter::Queue(id) => crate::queue::current_queue() == Some(id),
-        }
-    }
-}
 
 /// The shared block all handles of one promise point to: the crate's one allocation per
 /// promise.
@@ -247,7 +198,7 @@ impl<T, E> Promise<T, E> {
 
     #[inline]
     pub(crate) fn with_setter_kind(setter: Setter) -> Self {
-        let inner = Box::new(Inner {
+        let inner = sync::boxed::into_raw(Inner {
             state: AtomicUsize::new(State::EMPTY.0),
             callbacks: Callbacks::new(),
             handles: Handles::new(),
@@ -255,8 +206,8 @@ impl<T, E> Promise<T, E> {
             slot: UnsafeCell::new(MaybeUninit::uninit()),
         });
         Promise {
-            // SAFETY: `Box::into_raw` never returns null.
-            inner: unsafe { NonNull::new_unchecked(Box::into_raw(inner)) },
+            // SAFETY: `boxed::into_raw` never returns null (it allocates, or aborts).
+            inner: unsafe { NonNull::new_unchecked(inner) },
             _owns: PhantomData,
             _invariant: PhantomData,
         }
@@ -528,7 +479,9 @@ impl<T, E> Promise<T, E> {
 
         let node = Waiter::for_thread(thread::current());
         loop {
-            if !waiters::push(&inner.state, &node, DONE) {
+            // SAFETY: the node is new (first round) or was WOKEN and rearmed below (later
+            // rounds): no stack holds it, and only this thread, its owner, pushes it.
+            if !unsafe { waiters::push(&inner.state, &node, DONE) } {
                 break; // DONE: the result is there (the failed CAS read it with Acquire).
             }
             // ORDERING: the push was an RMW on `state`; a dropper that made us the last handle
@@ -580,7 +533,8 @@ impl<T, E> Promise<T, E> {
     /// Frees the cancelled nodes of the waiter stack (see [`waiters::prune`]).
     fn prune(&self) {
         let inner = self.inner();
-        if waiters::prune(&inner.state, DONE) && self.is_abandoned() {
+        // SAFETY: `state` is this promise's word, whose stack holds only pushed nodes.
+        if unsafe { waiters::prune(&inner.state, DONE) } && self.is_abandoned() {
             // While we had the stack out, a drop may have made the promise abandoned and found
             // the stack empty: wake what we put back so those waiters see it.
             // ORDERING: the splice was an RMW on `state` after which we read `handles` with
@@ -815,7 +769,8 @@ impl<T, E> Drop for Promise<T, E> {
         if inner.handles.remove(pending, orphan) {
             // SAFETY: `remove` says we gave up the last guard: no other handle or guard
             // exists, so nobody else can reach the block, and `self` is never used again.
-            drop(unsafe { Box::from_raw(self.inner.as_ptr()) });
+            // The block came from `boxed::into_raw` in `with_setter_kind`.
+            drop(unsafe { sync::boxed::take(self.inner.as_ptr()) });
         }
     }
 }

@@ -121,7 +121,15 @@ impl Waiter {
 
 /// Pushes `node` onto the stack in `state` unless `state` has any bit of `closed` set.
 /// Returns `false` (and keeps the node unlinked) when it is closed.
-pub(crate) fn push(state: &AtomicUsize, node: &Arc<Waiter>, closed: usize) -> bool {
+///
+/// # Safety
+///
+/// - `node` is in no stack and nobody holds it: it is new, or its owner saw it WOKEN (the
+///   holder that woke it let go of it) and rearmed it. Pushing a node that a stack still
+///   holds would rewrite the `next` that the stack's holder reads.
+/// - `state` is a promise's state word: its pointer bits are null or the head of a stack of
+///   nodes pushed by `push`, each holding the `Arc` reference the stack owns.
+pub(crate) unsafe fn push(state: &AtomicUsize, node: &Arc<Waiter>, closed: usize) -> bool {
     let raw = Arc::into_raw(node.clone());
     // ORDERING: Acquire: if this already shows the state closed, the caller reads what the
     // closing write published (the promise's result) without another load.
@@ -222,7 +230,13 @@ pub(crate) unsafe fn drop_list(mut node: *const Waiter) {
 /// Unlinks and frees the CANCELLED nodes of the stack in `state`. Live nodes go back on the
 /// stack; if `state` was closed meanwhile (any bit of `closed`), they are woken instead,
 /// because whoever closed it found the stack empty. Returns whether live nodes were put back.
-pub(crate) fn prune(state: &AtomicUsize, closed: usize) -> bool {
+///
+/// # Safety
+///
+/// `state` is a promise's state word: its pointer bits are null or the head of a stack of
+/// nodes pushed by [`push`], each holding the `Arc` reference the stack owns (the list that
+/// [`take`] hands this call is then one it may walk, free and relink).
+pub(crate) unsafe fn prune(state: &AtomicUsize, closed: usize) -> bool {
     let mut node = take(state);
     let mut keep_head: *const Waiter = ptr::null();
     let mut keep_tail: *const Waiter = ptr::null();
@@ -256,12 +270,25 @@ pub(crate) fn prune(state: &AtomicUsize, closed: usize) -> bool {
     unsafe { &*keep_tail }
         .next
         .with_mut(|next| unsafe { *next = ptr::null() });
-    splice(state, keep_head, keep_tail, closed)
+    // SAFETY: we hold the list from `keep_head` to `keep_tail` (taken above, relinked by us,
+    // ended at `keep_tail`), and `state` is a promise's state word (our caller's obligation).
+    unsafe { splice(state, keep_head, keep_tail, closed) }
 }
 
 /// Puts a held list back on the stack in `state`, in front of what was pushed meanwhile, or
 /// wakes it if `state` was closed. Returns whether it was put back.
-fn splice(state: &AtomicUsize, head: *const Waiter, tail: *const Waiter, closed: usize) -> bool {
+///
+/// # Safety
+///
+/// The caller holds the list from `head` to `tail` as [`wake_list`] requires (taken out of
+/// `state` with an acquiring read-modify-write, nobody else can reach it), `tail` is its last
+/// node, and `state` is a promise's state word as for [`push`].
+unsafe fn splice(
+    state: &AtomicUsize,
+    head: *const Waiter,
+    tail: *const Waiter,
+    closed: usize,
+) -> bool {
     // ORDERING: Acquire so a closed state's value is visible to the nodes' owners we wake.
     let mut cur = state.load(Ordering::Acquire);
     loop {

@@ -1,0 +1,409 @@
+//! The [`ActionQueue`]: a serial background worker that starts a thread when work arrives
+//! and retires it when the queue has been idle for its keep-alive.
+//!
+//! # How it works
+//!
+//! Actions go into a lock-free FIFO (`crossbeam_queue::SegQueue`), each stored as an
+//! [`Action`](action::Action), and one atomic byte says whether a worker exists and whether it
+//! is parked. Each mechanism has its own module, which draws its state machine and argues why
+//! nothing is lost:
+//!
+//! - [`worker`]: the IDLE/RUNNING/PARKED worker state machine, why no action is ever
+//!   stranded, how a worker is spawned, runs actions, parks, retires, and what happens when
+//!   it dies;
+//! - [`idle`]: [`wait_idle`](ActionQueue::wait_idle): the idle check, and the shared signal
+//!   and marker action that wake its callers;
+//! - [`action`]: a queued closure, stored in place when it is small;
+//! - this file: the API ([`ActionQueue`], [`Builder`]) and the queue's drop.
+//!
+//! Who may set a promise (the queue's id in its worker's thread-local) lives in
+//! [`crate::setter`], shared with the promise; the panic-containment helpers in
+//! [`crate::panics`].
+
+mod action;
+mod idle;
+mod worker;
+
+use crate::error::ActionPanicked;
+use crate::panics;
+use crate::setter::{next_queue_id, Setter};
+use crate::sync::{fence, Arc, AtomicBool, Mutex, Ordering, SegQueue, UnparkerCell};
+use crate::Promise;
+use action::Action;
+use idle::IdleWait;
+use std::any::Any;
+use std::fmt;
+use std::panic::{self, AssertUnwindSafe};
+use std::time::Duration;
+use worker::{AtomicWorkerState, Shared, WorkerState};
+
+/// A panic handler set with [`Builder::panic_handler`].
+type PanicHandler = Box<dyn Fn(&(dyn Any + Send)) + Send + Sync>;
+
+/// A serial background worker: [`put`](ActionQueue::put) returns at once, and the actions
+/// run one at a time, in the order they were put, on a worker thread that the queue starts
+/// when work arrives and retires after it has been idle for the keep-alive.
+///
+/// - A panicking action is caught and logged (`log::error!`, with the queue's name) and the
+///   next action runs: a panic never wedges the queue.
+/// - If the worker thread cannot be spawned, the actions stay queued, the failure is logged,
+///   and the next `put` tries again.
+/// - Dropping the queue lets the actions already queued run to completion, without blocking
+///   the dropping thread; an action may drop the last handle to its own queue.
+/// - Past its keep-alive an idle queue holds no thread.
+///
+/// # Example
+///
+/// ```
+/// use orderslip::ActionQueue;
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+///
+/// let queue = ActionQueue::new();
+/// let log = Arc::new(Mutex::new(Vec::new()));
+/// for i in 0..3 {
+///     let log = log.clone();
+///     queue.put(move || log.lock().unwrap().push(i));
+/// }
+/// assert!(queue.wait_idle(Duration::from_secs(5)));
+/// assert_eq!(*log.lock().unwrap(), [0, 1, 2]);
+/// ```
+pub struct ActionQueue {
+    shared: Arc<Shared>,
+}
+
+/// Configures an [`ActionQueue`]; made by [`ActionQueue::builder`].
+///
+/// ```
+/// use orderslip::ActionQueue;
+/// use std::time::Duration;
+///
+/// let queue = ActionQueue::builder()
+///     .name("audit-log")
+///     .keep_alive(Duration::ZERO) // the seed's behaviour: retire as soon as it is empty
+///     .build();
+/// queue.put(|| println!("written"));
+/// ```
+#[must_use = "a builder does nothing until .build()"]
+pub struct Builder {
+    name: String,
+    stack_size: Option<usize>,
+    keep_alive: Duration,
+    panic_handler: Option<PanicHandler>,
+}
+
+impl ActionQueue {
+    /// The keep-alive of [`ActionQueue::new`]: how long an idle worker lingers (parked, using
+    /// no CPU) before it retires, so that a burst of work after a pause does not pay for a
+    /// thread start. See the README's "Performance" section for the measurements behind it.
+    pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_millis(100);
+
+    /// A queue with the defaults: worker thread named `orderslip-worker`, the platform's
+    /// stack size, and [`DEFAULT_KEEP_ALIVE`](ActionQueue::DEFAULT_KEEP_ALIVE).
+    ///
+    /// ```
+    /// let queue = orderslip::ActionQueue::new();
+    /// assert!(!queue.is_running()); // no thread until there is work
+    /// ```
+    pub fn new() -> Self {
+        Self::builder().build()
+    }
+
+    /// A [`Builder`] to set the worker's name, stack size, keep-alive and panic handler.
+    ///
+    /// ```
+    /// let queue = orderslip::ActionQueue::builder().name("io").build();
+    /// # drop(queue);
+    /// ```
+    pub fn builder() -> Builder {
+        Builder {
+            name: "orderslip-worker".to_owned(),
+            stack_size: None,
+            keep_alive: Self::DEFAULT_KEEP_ALIVE,
+            panic_handler: None,
+        }
+    }
+
+    /// Queues `action` to run after every action queued before it, and returns at once. It
+    /// never takes a lock and never waits for the worker: it pushes the action, then starts
+    /// a worker if there is none, or unparks the one that is idle.
+    ///
+    /// If a worker thread cannot be spawned (the spawn fails or panics), the action stays
+    /// queued, the error is logged, and the next `put` tries again: `put` itself never
+    /// panics, whatever the logger does.
+    ///
+    /// ```
+    /// use orderslip::ActionQueue;
+    /// use std::sync::mpsc;
+    ///
+    /// let queue = ActionQueue::new();
+    /// let (tx, rx) = mpsc::channel();
+    /// queue.put(move || tx.send("ran").unwrap());
+    /// assert_eq!(rx.recv().unwrap(), "ran");
+    /// ```
+    pub fn put<F>(&self, action: F)
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        self.shared.actions.push(Action::new(action));
+        Shared::ensure_worker(&self.shared);
+    }
+
+    /// Queues `f` and returns a promise for its result. If `f` panics, the promise fails with
+    /// [`ActionPanicked`] (and the queue goes on). If the action can never run (its worker
+    /// could not be spawned and the queue was dropped), the promise is abandoned.
+    ///
+    /// Waiting on the promise from inside an action of the same queue fails at once with
+    /// [`PromiseError::Deadlock`](crate::PromiseError::Deadlock): the worker would be
+    /// waiting for itself.
+    ///
+    /// ```
+    /// use orderslip::ActionQueue;
+    /// use std::time::Duration;
+    ///
+    /// let queue = ActionQueue::new();
+    /// let sum = queue.submit(|| (1..=10).sum::<u32>());
+    /// assert_eq!(sum.result(Duration::from_secs(5)), Ok(&55));
+    /// ```
+    pub fn submit<R, F>(&self, f: F) -> Promise<R, ActionPanicked>
+    where
+        F: FnOnce() -> R + Send + 'static,
+        R: Send + Sync + 'static,
+    {
+        let promise = self.promise();
+        let setter = promise.clone();
+        self.put(move || {
+            let _ = match panic::catch_unwind(AssertUnwindSafe(f)) {
+                Ok(value) => setter.set_result(value).map_err(drop),
+                Err(payload) => {
+                    let error = ActionPanicked::from_payload(&*payload);
+                    panics::drop_payload(payload);
+                    setter.set_exception(error).map_err(drop)
+                }
+            };
+        });
+        promise
+    }
+
+    /// A pending promise that an action of this queue is to set, for results that an action
+    /// produces by hand (as opposed to [`submit`](ActionQueue::submit)). Its designated
+    /// setter is the queue: waiting for it from inside an action of this queue while it is
+    /// pending fails at once with [`PromiseError::Deadlock`](crate::PromiseError::Deadlock),
+    /// whichever worker thread the queue runs at the time.
+    ///
+    /// ```
+    /// use orderslip::{ActionQueue, Promise};
+    /// use std::time::Duration;
+    ///
+    /// let queue = ActionQueue::new();
+    /// let reply: Promise<String, String> = queue.promise();
+    /// let setter = reply.clone();
+    /// queue.put(move || setter.set_result("pong".to_string()).unwrap());
+    /// assert_eq!(reply.result(Duration::from_secs(5)).map(String::as_str), Ok("pong"));
+    /// ```
+    pub fn promise<T, E>(&self) -> Promise<T, E> {
+        Promise::with_setter_kind(Setter::Queue(self.shared.id))
+    }
+
+    /// Whether a worker thread exists now (running actions, or idle within its keep-alive).
+    ///
+    /// ```
+    /// use orderslip::ActionQueue;
+    /// use std::time::Duration;
+    ///
+    /// let queue = ActionQueue::builder().keep_alive(Duration::from_secs(60)).build();
+    /// assert!(!queue.is_running());
+    /// queue.put(|| ());
+    /// assert!(queue.is_running());
+    /// ```
+    pub fn is_running(&self) -> bool {
+        // ORDERING: Acquire: a `false` lets the caller rely on the worker's last actions.
+        self.shared.state.load(Ordering::Acquire) != WorkerState::Idle
+    }
+
+    /// Waits up to `timeout` until the queue is idle: empty, with no action running (so every
+    /// action put before this call has run). Returns whether it was idle in time.
+    ///
+    /// - With a zero timeout it only checks, and queues nothing.
+    /// - A worker that lingers after it drained the queue (see [`Builder::keep_alive`]) does
+    ///   not make the queue busy: right after `wait_idle` returned `true`,
+    ///   `wait_idle(Duration::ZERO)` is `true` as well, unless new work came in.
+    /// - Callers that wait share one marker action: a call that times out leaves at most that
+    ///   one marker queued, however often it is repeated.
+    /// - If no worker thread can be spawned (see [`put`](ActionQueue::put)), the queued
+    ///   actions cannot run: `wait_idle` then returns `false` as soon as the spawn attempt it
+    ///   makes fails, whatever the timeout (`Duration::MAX` included). It can also return
+    ///   `false` early when another thread's spawn attempt fails while it waits.
+    /// - Called from inside an action of this queue, it returns `false` at once (the queue
+    ///   cannot be idle while that action runs).
+    /// - Other threads that keep putting work can keep the queue from ever being idle.
+    ///
+    /// ```
+    /// use orderslip::ActionQueue;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let queue = ActionQueue::new();
+    /// let count = Arc::new(AtomicU32::new(0));
+    /// for _ in 0..100 {
+    ///     let count = count.clone();
+    ///     queue.put(move || { count.fetch_add(1, Ordering::Relaxed); });
+    /// }
+    /// assert!(queue.wait_idle(Duration::from_secs(5)));
+    /// assert_eq!(count.load(Ordering::Relaxed), 100);
+    /// assert!(queue.wait_idle(Duration::ZERO)); // still idle, though the worker lingers
+    /// ```
+    pub fn wait_idle(&self, timeout: Duration) -> bool {
+        idle::wait_idle(&self.shared, timeout)
+    }
+}
+
+impl Default for ActionQueue {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Builder {
+    /// The worker thread's name (default `orderslip-worker`), also used in log messages.
+    ///
+    /// # Panics
+    ///
+    /// If `name` contains a NUL byte: no thread can be given such a name (it cannot be made
+    /// into a C string, see [`CString::new`](std::ffi::CString::new)), so no worker could ever
+    /// be spawned.
+    ///
+    /// ```should_panic
+    /// let _ = orderslip::ActionQueue::builder().name("bad\0name");
+    /// ```
+    #[track_caller]
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        let name = name.into();
+        assert!(
+            !name.contains('\0'),
+            "ActionQueue worker name {name:?} contains a NUL byte, which no thread name may \
+             contain"
+        );
+        self.name = name;
+        self
+    }
+
+    /// The worker thread's stack size in bytes (default: the platform's, as for
+    /// `std::thread::spawn`).
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
+    /// How long an idle worker lingers before it retires (default
+    /// [`ActionQueue::DEFAULT_KEEP_ALIVE`]). It spins for a few microseconds, then parks
+    /// with a timeout, using no CPU. `Duration::ZERO` is the seed's behaviour: retire as soon
+    /// as the queue is empty.
+    pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
+        self.keep_alive = keep_alive;
+        self
+    }
+
+    /// Called on the worker thread with the payload of every action that panics, instead of
+    /// the default `log::error!` report. A panic inside the handler is caught and logged.
+    ///
+    /// ```
+    /// use orderslip::ActionQueue;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let panics = Arc::new(AtomicU32::new(0));
+    /// let seen = panics.clone();
+    /// let queue = ActionQueue::builder()
+    ///     .panic_handler(move |_payload| { seen.fetch_add(1, Ordering::SeqCst); })
+    ///     .build();
+    /// queue.put(|| panic!("boom"));
+    /// assert!(queue.wait_idle(Duration::from_secs(5)));
+    /// assert_eq!(panics.load(Ordering::SeqCst), 1);
+    /// ```
+    pub fn panic_handler<H>(mut self, handler: H) -> Self
+    where
+        H: Fn(&(dyn Any + Send)) + Send + Sync + 'static,
+    {
+        self.panic_handler = Some(Box::new(handler));
+        self
+    }
+
+    /// Builds the queue. No thread starts until the first action arrives.
+    pub fn build(self) -> ActionQueue {
+        ActionQueue {
+            shared: Arc::new(Shared {
+                actions: SegQueue::new(),
+                state: AtomicWorkerState::new(WorkerState::Idle),
+                closed: AtomicBool::new(false),
+                parker: UnparkerCell::new(),
+                id: next_queue_id(),
+                name: self.name,
+                stack_size: self.stack_size,
+                keep_alive: self.keep_alive,
+                panic_handler: self.panic_handler,
+                busy: AtomicBool::new(false),
+                idle: Mutex::new(IdleWait::default()),
+                #[cfg(test)]
+                worker_panics: crate::sync::StdAtomicUsize::new(0),
+            }),
+        }
+    }
+}
+
+impl Drop for ActionQueue {
+    fn drop(&mut self) {
+        // The worker (which holds its own `Arc`) finishes the queued actions; tell it not to
+        // linger afterwards. ORDERING: Release pairs with the worker's Acquire load.
+        self.shared.closed.store(true, Ordering::Release);
+        // Pairs with the worker's fence after its swap(PARKED): either we see PARKED here
+        // and unpark it, or it sees `closed`.
+        fence(Ordering::SeqCst);
+        // ORDERING: Relaxed: ordered by the fence; a stale answer costs one spare unpark.
+        match self.shared.state.load(Ordering::Relaxed) {
+            // Parked, or about to park: wake it so that it sees `closed` and retires now.
+            WorkerState::Parked => self.shared.parker.unpark(),
+            // No worker, yet actions are queued: a spawn failed earlier. Try once more so
+            // the queued actions run.
+            WorkerState::Idle if !self.shared.actions.is_empty() => {
+                Shared::ensure_worker(&self.shared);
+            }
+            // No worker and nothing queued: nothing to do.
+            WorkerState::Idle => {}
+            // A worker is draining: it reads `closed` before it lingers.
+            WorkerState::Running => {}
+        }
+    }
+}
+
+impl fmt::Debug for ActionQueue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // ORDERING: Relaxed: a snapshot for display; it orders nothing.
+        let state = match self.shared.state.load(Ordering::Relaxed) {
+            // No worker thread.
+            WorkerState::Idle => "idle",
+            // A worker runs actions (or is about to look for them).
+            WorkerState::Running => "running",
+            // A worker lingers, parked, within its keep-alive.
+            WorkerState::Parked => "parked",
+        };
+        f.debug_struct("ActionQueue")
+            .field("name", &self.shared.name)
+            .field("worker", &state)
+            .field("keep_alive", &self.shared.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for Builder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("name", &self.name)
+            .field("stack_size", &self.stack_size)
+            .field("keep_alive", &self.keep_alive)
+            .field("panic_handler", &self.panic_handler.is_some())
+            .finish()
+    }
+}

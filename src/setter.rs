@@ -1,0 +1,101 @@
+//! Who may set a promise, and who therefore must not wait for it while it is pending.
+//!
+//! Both the promise (its deadlock check) and the queue (the setter of a `submit`ted action's
+//! promise, and the identity of its worker thread) need this, so it lives here and both
+//! import it; neither imports the other for it.
+//!
+//! A promise records one [`Setter`] when it is made. A wait on it while it is pending asks
+//! [`Setter::is_current`]: for a thread, whether the caller is that thread (the cached id of
+//! [`thread::current_id`]); for a queue, whether the caller is that queue's worker, which
+//! the worker announces in the thread-local [`CURRENT_QUEUE`] for as long as it runs (and
+//! clears on its way out, however it leaves). Queue ids come from [`next_queue_id`] and are
+//! never 0, which marks "no queue".
+
+use crate::sync::{self, thread, StdAtomicUsize};
+use std::cell::Cell;
+
+/// Which thread, if any, must not wait for the promise while it is pending.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Setter {
+    /// No deadlock check.
+    Nobody,
+    /// This thread will set it.
+    Thread(thread::ThreadId),
+    /// An action of the [`ActionQueue`](crate::ActionQueue) with this id will set it, so
+    /// waiting from inside an action of that queue can never end.
+    Queue(usize),
+}
+
+impl Setter {
+    /// In debug builds: reports (once per process) a promise with a designated setter
+    /// thread that is set on another thread. That is the mistake behind `Deadlock` errors
+    /// that come and go with timing: the creating thread's wait fails only if it comes
+    /// before the set. The once-flag is a plain std `Once` even under loom: it guards a log
+    /// line, not a protocol.
+    #[cfg(debug_assertions)]
+    #[cold]
+    pub(crate) fn check_set_here(self) {
+        if let Setter::Thread(id) = self {
+            let here = thread::current_id();
+            if here != id {
+                static REPORTED: sync::StdOnce = sync::StdOnce::new();
+                REPORTED.call_once(|| {
+                    crate::panics::warn(format_args!(
+                        "orderslip: a promise whose designated setter is thread {id:?} was \
+                         set on thread {here:?}. Promise::new() designates the creating \
+                         thread, and a wait on that thread while the promise is pending \
+                         fails with PromiseError::Deadlock, so whether it fails depends on \
+                         timing. If another thread sets the promise, create it with \
+                         Promise::with_setter(None). (Reported once per process, in debug \
+                         builds.)"
+                    ))
+                });
+            }
+        }
+    }
+
+    /// Whether the calling thread is the designated setter: waiting here for the pending
+    /// promise could never end.
+    pub(crate) fn is_current(self) -> bool {
+        match self {
+            Setter::Nobody => false,
+            Setter::Thread(id) => thread::current_id() == id,
+            Setter::Queue(id) => current_queue() == Some(id),
+        }
+    }
+}
+
+sync::thread_locals! {
+    /// The id of the queue whose worker is this thread (0: none).
+    static CURRENT_QUEUE: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The id of the queue whose worker thread is the calling thread, if any.
+pub(crate) fn current_queue() -> Option<usize> {
+    match CURRENT_QUEUE.with(Cell::get) {
+        0 => None,
+        id => Some(id),
+    }
+}
+
+/// Called by a worker thread as it starts: from now on this thread is queue `id`'s worker,
+/// and waits for that queue's promises fail with `Deadlock`.
+pub(crate) fn enter_queue(id: usize) {
+    CURRENT_QUEUE.with(|current| current.set(id));
+}
+
+/// Called by a worker thread on its way out (also while it unwinds): this thread is no
+/// queue's worker any more. `try_with`: the thread is ending; its thread-locals may be going
+/// too.
+pub(crate) fn leave_queue() {
+    let _ = CURRENT_QUEUE.try_with(|id| id.set(0));
+}
+
+/// A process-wide source of queue ids (for the deadlock check of
+/// [`ActionQueue::submit`](crate::ActionQueue::submit)); never 0.
+pub(crate) fn next_queue_id() -> usize {
+    static NEXT: StdAtomicUsize = StdAtomicUsize::new(1);
+    // ORDERING: Relaxed: it only hands out distinct numbers, which the RMW alone guarantees;
+    // nothing is published with them.
+    NEXT.fetch_add(1, sync::Ordering::Relaxed)
+}

@@ -1,0 +1,193 @@
+//! The loom backend of the shim (`RUSTFLAGS="--cfg loom"`): loom's atomics, cells, threads
+//! and thread-locals, and loom-visible stand-ins for what loom cannot see into. See the
+//! [parent module](super) for the list of differences.
+
+pub(crate) use loom::sync::atomic::{
+    fence, AtomicBool, AtomicPtr, AtomicU8, AtomicUsize, Ordering,
+};
+pub(crate) use loom::sync::Arc;
+pub(crate) use loom::sync::{Mutex, MutexGuard};
+
+pub(crate) use loom::future::AtomicWaker;
+
+/// Registers `waker` in `atomic` (the two `AtomicWaker`s spell it differently).
+#[inline]
+pub(crate) fn register_waker(atomic: &AtomicWaker, waker: &std::task::Waker) {
+    atomic.register_by_ref(waker);
+}
+
+pub(crate) use loom::cell::UnsafeCell;
+
+/// Threads: handles, identity, parking and spawning.
+pub(crate) mod thread {
+    pub(crate) use loom::thread::{current, park, Builder, Thread, ThreadId};
+
+    /// The calling thread's id.
+    pub(crate) fn current_id() -> ThreadId {
+        current().id()
+    }
+}
+
+/// Declares thread-locals: `loom::thread_local!`, whose thread-locals belong to loom's
+/// threads. The initialiser is written `const { … }` for std's sake; loom, which has no
+/// `const` form, gets the expression inside.
+macro_rules! thread_locals {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }; $($rest:tt)*) => {
+        loom::thread_local! { $(#[$attr])* $vis static $name: $t = $init; }
+        $crate::sync::thread_locals!($($rest)*);
+    };
+}
+pub(crate) use thread_locals;
+
+/// Under loom a timed park yields once and reports a timeout (loom has no clock), so the
+/// models explore the timeout path of every timed wait; an untimed park parks for real.
+pub(crate) fn park_until(deadline: Option<std::time::Instant>) -> bool {
+    match deadline {
+        None => {
+            thread::park();
+            false
+        }
+        Some(_) => {
+            loom::thread::yield_now();
+            true
+        }
+    }
+}
+
+/// Under loom the spin phase is empty (completed from the start): a spin loop adds nothing
+/// to what loom explores but states.
+pub(crate) struct Spin;
+
+impl Spin {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        Spin
+    }
+
+    /// Whether the spin phase is over and the caller should park: at once.
+    #[inline]
+    pub(crate) fn is_completed(&self) -> bool {
+        true
+    }
+
+    /// One step of the spin phase (never taken).
+    #[inline]
+    pub(crate) fn snooze(&self) {}
+}
+
+/// The action queue's FIFO: a loom-visible `Mutex<VecDeque>` with `SegQueue`'s interface
+/// (loom cannot see the plain atomics inside `crossbeam_queue::SegQueue`).
+pub(crate) struct SegQueue<T>(loom::sync::Mutex<std::collections::VecDeque<T>>);
+
+impl<T> SegQueue<T> {
+    pub(crate) fn new() -> Self {
+        SegQueue(loom::sync::Mutex::new(std::collections::VecDeque::new()))
+    }
+
+    pub(crate) fn push(&self, value: T) {
+        self.0.lock().unwrap().push_back(value);
+    }
+
+    pub(crate) fn pop(&self) -> Option<T> {
+        self.0.lock().unwrap().pop_front()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.lock().unwrap().is_empty()
+    }
+}
+
+/// A parking spot that outlives any one thread, as `crossbeam_utils::sync::Parker`: a loom
+/// `Mutex<bool>` + `Condvar` stand-in whose timed park yields once and reports a timeout.
+type ParkSpot = Arc<(loom::sync::Mutex<bool>, loom::sync::Condvar)>;
+
+pub(crate) struct Parker(ParkSpot);
+
+#[derive(Clone)]
+pub(crate) struct Unparker(ParkSpot);
+
+impl Parker {
+    pub(crate) fn new() -> Self {
+        Parker(Arc::new((
+            loom::sync::Mutex::new(false),
+            loom::sync::Condvar::new(),
+        )))
+    }
+
+    pub(crate) fn unparker(&self) -> Unparker {
+        Unparker(self.0.clone())
+    }
+
+    pub(crate) fn park(&self) {
+        let mut token = self.0 .0.lock().unwrap();
+        while !*token {
+            token = self.0 .1.wait(token).unwrap();
+        }
+        *token = false;
+    }
+
+    pub(crate) fn park_deadline(&self, _deadline: std::time::Instant) {
+        let mut token = self.0 .0.lock().unwrap();
+        if *token {
+            *token = false;
+            return;
+        }
+        drop(token);
+        loom::thread::yield_now();
+        *self.0 .0.lock().unwrap() = false;
+    }
+}
+
+impl Unparker {
+    pub(crate) fn unpark(&self) {
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_one();
+    }
+}
+
+/// Under loom: yields once and reports a timeout (loom has no clock), unless a token was
+/// already there.
+pub(crate) fn park_on(parker: &Parker, deadline: std::time::Instant) -> bool {
+    parker.park_deadline(deadline);
+    true
+}
+
+/// Heap blocks handed around as raw pointers, allocated through `loom::alloc` so that loom's
+/// leak check sees them: a model that ends with a promise block or a callback node still
+/// allocated fails.
+pub(crate) mod boxed {
+    use std::alloc::Layout;
+
+    /// Moves `value` to a loom-tracked heap block and gives up ownership of it as a raw
+    /// pointer.
+    pub(crate) fn into_raw<T>(value: T) -> *mut T {
+        let layout = Layout::new::<T>();
+        assert!(layout.size() != 0, "no zero-sized blocks: none is needed");
+        // SAFETY: `layout` has a non-zero size (checked above).
+        let ptr = unsafe { loom::alloc::alloc(layout) }.cast::<T>();
+        if ptr.is_null() {
+            std::alloc::handle_alloc_error(layout);
+        }
+        // SAFETY: `ptr` is a fresh allocation with `T`'s layout, so valid and aligned for a
+        // write of a `T`.
+        unsafe { ptr.write(value) };
+        ptr
+    }
+
+    /// Moves the value out of a block made by [`into_raw`] and frees the block.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` came from [`into_raw`] and the caller owns it: nobody else uses it, and it is
+    /// never used again after this call.
+    pub(crate) unsafe fn take<T>(ptr: *mut T) -> T {
+        // SAFETY: `ptr` came from `into_raw`, so it holds an initialised `T`, and the caller
+        // owns it (above), so this read moves it out exactly once.
+        let value = unsafe { ptr.read() };
+        // SAFETY: `ptr` was allocated by `loom::alloc::alloc` with this very layout and is
+        // freed once, here.
+        unsafe { loom::alloc::dealloc(ptr.cast::<u8>(), Layout::new::<T>()) };
+        value
+    }
+}

@@ -1,0 +1,188 @@
+//! The synchronisation shim: every atomic, cell, thread, thread-local, heap block and queue
+//! the crate uses comes from here, so the same code compiles against `std` or, with
+//! `RUSTFLAGS="--cfg loom"`, against [loom](https://docs.rs/loom), which model-checks it.
+//! One `cfg` below picks the backend file, [`std.rs`](backend) or `loom.rs`; nothing else in
+//! the crate mentions loom.
+//!
+//! Differences under loom, and why:
+//! - loom does not model time, so a timed park ([`park_until`]) yields once and then reports
+//!   that its deadline passed. Every timed wait therefore explores its timeout path, while the
+//!   untimed paths park for real.
+//! - spinning ([`Spin`]) is skipped: a spin loop adds nothing to what loom explores but states.
+//! - `crossbeam_queue::SegQueue` and `atomic_waker::AtomicWaker` use plain atomics that loom
+//!   cannot see, so loom-visible stand-ins replace them (a loom `Mutex<VecDeque>` and
+//!   `loom::future::AtomicWaker`); `crossbeam_utils::sync::Parker` likewise becomes a loom
+//!   `Mutex<bool>` + `Condvar`.
+//! - thread-locals ([`thread_locals!`](thread_locals)) are loom's, which belong to loom's
+//!   threads.
+//! - heap blocks passed around as raw pointers ([`boxed`]) are allocated through
+//!   `loom::alloc`, so loom's leak check covers them.
+//! - `UnsafeCell` is loom's, which checks every access for data races; the std backend
+//!   gives `std::cell::UnsafeCell` the same `with`/`with_mut` interface.
+//!
+//! Common to both backends, and defined here: the poison-free [`lock`], [`deadline_passed`],
+//! the worker's [`UnparkerCell`], [`spawn_worker`] (with the tests' spawn-fault hook), and
+//! the two std types that loom need not see ([`StdAtomicUsize`], [`StdOnce`]).
+
+#[cfg(not(loom))]
+#[path = "std.rs"]
+mod backend;
+#[cfg(loom)]
+#[path = "loom.rs"]
+mod backend;
+
+pub(crate) use backend::*;
+
+/// A std atomic counter even under loom, for process-wide counters that only hand out
+/// distinct numbers (queue ids) and publish nothing: loom need not see them, and a loom
+/// atomic could not live in a `static` that outlives the model.
+pub(crate) use std::sync::atomic::AtomicUsize as StdAtomicUsize;
+
+/// A std `Once` even under loom: it guards a log line (the setter warning, debug builds
+/// only), not a protocol.
+#[cfg(debug_assertions)]
+pub(crate) use std::sync::Once as StdOnce;
+
+/// Locks `mutex`, poison or not. The crate's critical sections are a few field updates that
+/// leave their data consistent at every step and call no foreign code, so a poisoned lock
+/// (which they cannot cause) would still guard consistent data.
+#[inline]
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Whether `deadline` has passed (by the real clock, also under loom: there, the timed park
+/// itself reports the timeout).
+pub(crate) fn deadline_passed(deadline: Option<std::time::Instant>) -> bool {
+    match deadline {
+        None => false,
+        Some(d) => std::time::Instant::now() >= d,
+    }
+}
+
+/// Spawns a detached thread from `builder` that runs `f` (the action queue's worker). Under
+/// `cfg(test)`, a test can make the next spawns on its thread fail or panic first (see
+/// [`spawn_faults`]).
+pub(crate) fn spawn_worker(
+    builder: thread::Builder,
+    f: impl FnOnce() + Send + 'static,
+) -> std::io::Result<()> {
+    #[cfg(test)]
+    match spawn_faults::take() {
+        Some(spawn_faults::SpawnFault::Fail) => {
+            return Err(std::io::Error::other("spawn failure injected by a test"))
+        }
+        Some(spawn_faults::SpawnFault::Panic) => panic!("spawn panic injected by a test"),
+        None => {}
+    }
+    builder.spawn(f).map(drop)
+}
+
+/// A [`Parker`] that successive worker threads use in turn, and its [`Unparker`] for
+/// producers. The parker sits in the shim's [`UnsafeCell`], so under loom every park is a
+/// checked access: loom fails a model in which two worker incarnations' parks are not
+/// ordered by the hand-over (the retiring CAS or exit guard's swap that the next spawner
+/// reads).
+pub(crate) struct UnparkerCell {
+    parker: UnsafeCell<Parker>,
+    unparker: Unparker,
+}
+
+// SAFETY: the `Unparker` is `Send + Sync`. The `Parker` (only `Send`) is used by one thread
+// at a time: `park`'s contract gives it to the single worker incarnation that owns the
+// queue's RUNNING/PARKED state, and ownership passes between incarnations through the
+// state's Release/Acquire read-modify-writes.
+unsafe impl Sync for UnparkerCell {}
+// SAFETY: both halves are `Send`.
+unsafe impl Send for UnparkerCell {}
+
+impl UnparkerCell {
+    pub(crate) fn new() -> Self {
+        let parker = Parker::new();
+        let unparker = parker.unparker().clone();
+        UnparkerCell {
+            parker: UnsafeCell::new(parker),
+            unparker,
+        }
+    }
+
+    /// Parks on the parker until unparked, or until `deadline` if there is one; returns
+    /// `true` when the deadline has passed. Under loom a timed park yields once and reports
+    /// a timeout unless a token was already there.
+    ///
+    /// # Safety
+    ///
+    /// Only one thread at a time may use the parker: the caller must be the queue's current
+    /// worker incarnation (the one that owns RUNNING/PARKED), and stop parking before its
+    /// retiring CAS or its exit guard's swap(IDLE).
+    pub(crate) unsafe fn park(&self, deadline: Option<std::time::Instant>) -> bool {
+        self.parker.with_mut(|parker| {
+            // SAFETY: exclusive use is the caller's obligation (above); the cell lives as
+            // long as `self`. Parking needs only a shared reference.
+            let parker = unsafe { &*parker };
+            match deadline {
+                Some(deadline) => park_on(parker, deadline),
+                None => {
+                    parker.park();
+                    false
+                }
+            }
+        })
+    }
+
+    /// Wakes the parked worker, or leaves a token that makes its next park return at once.
+    pub(crate) fn unpark(&self) {
+        self.unparker.unpark();
+    }
+}
+
+/// Test hook: faults injected into [`spawn_worker`] by the tests of the calling thread.
+#[cfg(test)]
+pub(crate) mod spawn_faults {
+    use std::cell::Cell;
+
+    /// A fault injected into a spawn by a test.
+    pub(crate) enum SpawnFault {
+        /// `spawn` returns an error (as when the OS is out of threads).
+        Fail,
+        /// `spawn` panics (as `std::thread::Builder::spawn` does on a name it cannot take).
+        Panic,
+    }
+
+    // Std thread-locals even under loom: the counters belong to the test's real thread and
+    // guard no protocol.
+    std::thread_local! {
+        static FAIL_SPAWNS: Cell<usize> = const { Cell::new(0) };
+        static PANIC_SPAWNS: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// Makes the next `n` spawns on this thread fail.
+    pub(crate) fn fail_next(n: usize) {
+        FAIL_SPAWNS.with(|left| left.set(n));
+    }
+
+    /// Makes the next `n` spawns on this thread panic.
+    pub(crate) fn panic_next(n: usize) {
+        PANIC_SPAWNS.with(|left| left.set(n));
+    }
+
+    /// Counts one injected fault down; whether there was one left.
+    fn take_one(left: &Cell<usize>) -> bool {
+        let n = left.get();
+        left.set(n.saturating_sub(1));
+        n > 0
+    }
+
+    /// The fault a test injected into the next spawn on this thread, if any.
+    pub(super) fn take() -> Option<SpawnFault> {
+        if FAIL_SPAWNS.with(take_one) {
+            Some(SpawnFault::Fail)
+        } else if PANIC_SPAWNS.with(take_one) {
+            Some(SpawnFault::Panic)
+        } else {
+            None
+        }
+    }
+}
