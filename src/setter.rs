@@ -10,6 +10,14 @@
 //! the worker announces in the thread-local [`CURRENT_QUEUE`] for as long as it runs (and
 //! clears on its way out, however it leaves). Queue ids come from [`next_queue_id`] and are
 //! never 0, which marks "no queue".
+//!
+//! A third kind of setter is a promise's own callback drain: a [`map`](crate::Promise::map)
+//! or [`and_then`](crate::Promise::and_then) promise is set by a callback of the promise it
+//! was made from (its *origin*), and callbacks run in registration order, one after the
+//! other. So a callback that waits for a pending promise made from the very promise whose
+//! callbacks this thread is running waits for a callback queued behind itself: the wait
+//! could never end. The setter announces each drain it runs in a chain of frames on its own
+//! stack ([`draining`]), and a wait asks [`is_draining`] for the origin it records.
 
 use crate::sync::{self, thread, StdAtomicUsize};
 use std::cell::Cell;
@@ -68,6 +76,55 @@ impl Setter {
 sync::thread_locals! {
     /// The id of the queue whose worker is this thread (0: none).
     static CURRENT_QUEUE: Cell<usize> = const { Cell::new(0) };
+    /// The innermost callback drain this thread runs: the address of its [`DrainFrame`] on
+    /// this thread's stack (0: none).
+    static DRAINING: Cell<usize> = const { Cell::new(0) };
+}
+
+/// One callback drain under way on this thread; frames of nested drains (a callback that
+/// sets another promise) link outwards.
+struct DrainFrame {
+    /// The address of the promise block whose callbacks run.
+    origin: usize,
+    /// The enclosing frame's address (0: none).
+    outer: usize,
+}
+
+/// Runs `drain` (the callback drain of the promise block at `origin`) with the drain
+/// announced to [`is_draining`] on this thread. Allocates nothing: the frame lives on this
+/// stack frame, and the chain is restored on the way out, also when unwinding.
+pub(crate) fn draining<R>(origin: usize, drain: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // `try_with`: never fails while the thread runs code; be lenient at its end.
+            let _ = DRAINING.try_with(|top| top.set(self.0));
+        }
+    }
+    let frame = DrainFrame {
+        origin,
+        outer: DRAINING.with(Cell::get),
+    };
+    let _restore = Restore(frame.outer);
+    DRAINING.with(|top| top.set(&frame as *const DrainFrame as usize));
+    drain()
+}
+
+/// Whether this thread is running the callback drain of the promise block at `origin`
+/// (at any depth of nesting).
+pub(crate) fn is_draining(origin: usize) -> bool {
+    let mut frame = DRAINING.with(Cell::get);
+    while frame != 0 {
+        // SAFETY: every address in the chain is a `DrainFrame` of a `draining` call that is
+        // still running on this thread (each call unlinks its frame before it returns or
+        // unwinds), so it is alive; frames are only read.
+        let current = unsafe { &*(frame as *const DrainFrame) };
+        if current.origin == origin {
+            return true;
+        }
+        frame = current.outer;
+    }
+    false
 }
 
 /// The id of the queue whose worker thread is the calling thread, if any.

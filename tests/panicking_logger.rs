@@ -59,16 +59,25 @@ fn queue_without_handler() -> ActionQueue {
     ActionQueue::builder().keep_alive(Duration::ZERO).build()
 }
 
-/// Puts `bad` (an action whose panic gets reported through the logger), then checks that the
-/// queue still runs actions, retires, and starts a new worker on demand.
+/// Puts `bad` (an action whose panic gets reported through the logger) between two actions
+/// that record their thread, then checks that the *same* worker ran both (the report's panic
+/// did not kill it: a replacement worker started by the exit guard would pass every other
+/// check here; review of issue 10), and that the queue still retires and restarts.
 fn check_queue_survives(queue: &ActionQueue, bad: impl FnOnce() + Send + 'static) {
     let before = records();
+    let (release, gate) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel();
+    let first = tx.clone();
+    queue.put(move || {
+        gate.recv().unwrap();
+        first.send(std::thread::current().id()).unwrap();
+    });
     queue.put(bad);
-    assert_eq!(
-        queue.submit(|| "after").result(DEADLINE),
-        Ok(&"after"),
-        "the queue still runs actions after its report panicked"
-    );
+    queue.put(move || tx.send(std::thread::current().id()).unwrap());
+    release.send(()).unwrap();
+    let before_bad = rx.recv_timeout(DEADLINE).unwrap();
+    let after_bad = rx.recv_timeout(DEADLINE).unwrap();
+    assert_eq!(before_bad, after_bad, "the worker died and was replaced");
     assert!(records() > before, "the report reached the logger");
     assert!(
         wait_until(|| !queue.is_running()),

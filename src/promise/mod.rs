@@ -43,7 +43,7 @@ mod waiters;
 pub use future::WaitAsync;
 
 use crate::error::{PromiseDoneError, PromiseError};
-use crate::setter::Setter;
+use crate::setter::{self, Setter};
 use crate::sync::{self, thread, Arc, AtomicUsize, Ordering, Spin, UnsafeCell};
 use callbacks::Callbacks;
 use handles::Handles;
@@ -65,6 +65,10 @@ struct Inner<T, E> {
     /// Live handles and guards; see [`handles`].
     handles: Handles,
     setter: Setter,
+    /// For a `map`/`and_then` promise: the address of the block of the promise whose
+    /// callback sets it (its origin's origin, for a chain), 0 for none. A wait inside that
+    /// promise's callback drain could never end (see [`crate::setter`]).
+    origin: usize,
     slot: UnsafeCell<MaybeUninit<Result<T, E>>>,
 }
 
@@ -198,11 +202,17 @@ impl<T, E> Promise<T, E> {
 
     #[inline]
     pub(crate) fn with_setter_kind(setter: Setter) -> Self {
+        Self::with_origin(setter, 0)
+    }
+
+    #[inline]
+    fn with_origin(setter: Setter, origin: usize) -> Self {
         let inner = sync::boxed::into_raw(Inner {
             state: AtomicUsize::new(State::EMPTY.0),
             callbacks: Callbacks::new(),
             handles: Handles::new(),
             setter,
+            origin,
             slot: UnsafeCell::new(MaybeUninit::uninit()),
         });
         Promise {
@@ -306,7 +316,10 @@ impl<T, E> Promise<T, E> {
         }
         if old.has_callbacks() {
             // SAFETY: our own CAS published DONE.
-            inner.callbacks.drain(unsafe { self.done_result() });
+            let result = unsafe { self.done_result() };
+            setter::draining(self.inner.as_ptr() as usize, || {
+                inner.callbacks.drain(result)
+            });
         }
         Ok(())
     }
@@ -462,6 +475,11 @@ impl<T, E> Promise<T, E> {
         }
         if self.is_abandoned() {
             return self.pending_error(PromiseError::Abandoned);
+        }
+        // Checked after abandonment: an origin dropped unset abandons this promise, and its
+        // address may since be another promise's.
+        if inner.origin != 0 && setter::is_draining(inner.origin) {
+            return self.pending_error(PromiseError::Deadlock);
         }
         if timeout == Some(Duration::ZERO) {
             return self.pending_error(PromiseError::Timeout);
@@ -721,7 +739,13 @@ impl<T, E> Promise<T, E> {
         U: Send + Sync + 'static,
         E: Clone + Send + Sync + 'static,
     {
-        let next = Promise::with_setter_kind(self.inner().setter);
+        // The new promise is set by a callback of this one, or, for a chain, of this one's
+        // origin: the drain that must not be waited in (see `crate::setter`).
+        let origin = match self.inner().origin {
+            0 => self.inner.as_ptr() as usize,
+            origin => origin,
+        };
+        let next = Promise::with_origin(self.inner().setter, origin);
         let setter = next.clone();
         self.then(move |result| {
             let _ = setter.set(match result {

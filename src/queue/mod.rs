@@ -125,8 +125,9 @@ impl ActionQueue {
     }
 
     /// Queues `action` to run after every action queued before it, and returns at once. It
-    /// never takes a lock and never waits for the worker: it pushes the action, then starts
-    /// a worker if there is none, or unparks the one that is idle.
+    /// never waits for the worker and takes no lock: it pushes the action (lock-free), then
+    /// starts a worker if there is none, or unparks the one that is idle. (Only a spawn that
+    /// fails takes a brief lock, to tell `wait_idle` callers.)
     ///
     /// If a worker thread cannot be spawned (the spawn fails or panics), the action stays
     /// queued, the error is logged, and the next `put` tries again: `put` itself never

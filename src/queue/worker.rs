@@ -17,7 +17,8 @@
 //!
 //! - `put` pushes its action, then `swap(RUNNING)`: IDLE means no worker, so it spawns one;
 //!   PARKED means the worker is (about to be) asleep, so it unparks it; RUNNING means a
-//!   worker will find the action. `put` never takes a lock and never waits.
+//!   worker will find the action. `put` never waits, and takes no lock on its way (only a
+//!   spawn that fails takes `wait_idle`'s lock, briefly, to tell its callers).
 //! - The worker drains the queue, spins briefly, then `swap(PARKED)` and checks the queue
 //!   once more; if it is still empty it parks until its keep-alive ends and retires with
 //!   `CAS(PARKED → IDLE)`, which fails if a `put` came in between.
@@ -276,7 +277,9 @@ impl Shared {
             if !this.actions.is_empty() {
                 // Take the work back. Whether a `put` saw PARKED (and will unpark us: a
                 // spare token that only makes a later park return early) or not, we own
-                // RUNNING again. ORDERING: Release pairs with the next put's swap.
+                // RUNNING again. ORDERING: AcqRel: Release pairs with the next put's swap;
+                // Acquire reads the push of any `put` whose swap came before this one (our
+                // pops synchronise through the queue anyway).
                 this.state.swap(WorkerState::Running, Ordering::AcqRel);
                 continue;
             }
@@ -421,7 +424,8 @@ impl Drop for Shared {
                 // panic would abort the process.
                 panics::contain_silently(move || panics::drop_payload(payload));
                 panics::report(format_args!(
-                    "orderslip: dropping an unrun action of queue '{}' panicked",
+                    "orderslip: dropping an unrun action (or the panic handler) of queue '{}' \
+                     panicked while the thread was already unwinding",
                     self.name
                 ));
             } else {
@@ -560,10 +564,12 @@ mod tests {
 
     /// The worker dies at the end of the drain in which a waiting `wait_idle`'s marker
     /// ran (the injected panic comes right after the marker): the exit guard wakes the
-    /// waiter, as the end of that drain would have.
+    /// waiter, as the end of that drain would have. The wait has no limit, so only that
+    /// wake-up can end it (a timed wait would end at its deadline and find the queue idle,
+    /// which proves nothing; review of issue 10).
     #[test]
     fn a_worker_that_dies_after_the_marker_still_wakes_wait_idle() {
-        let queue = ActionQueue::builder().keep_alive(Duration::ZERO).build();
+        let queue = Arc::new(ActionQueue::builder().keep_alive(Duration::ZERO).build());
         let shared = Arc::clone(&queue.shared);
         queue.put(move || {
             // Once the marker of the `wait_idle` below is queued, arm the fault: this
@@ -573,7 +579,14 @@ mod tests {
             // guard, which publishes it) read it.
             shared.worker_panics.store(2, Ordering::Relaxed);
         });
-        assert!(queue.wait_idle(DEADLINE), "woken, and idle");
+        let (tx, rx) = mpsc::channel();
+        let waiter = Arc::clone(&queue);
+        thread::spawn(move || tx.send(waiter.wait_idle(Duration::MAX)).unwrap());
+        assert_eq!(
+            rx.recv_timeout(DEADLINE),
+            Ok(true),
+            "woken by the exit guard"
+        );
         assert!(queue.wait_idle(Duration::ZERO));
         // ORDERING: Relaxed: read after `wait_idle` acquired the workers' last writes.
         assert_eq!(
