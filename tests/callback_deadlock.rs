@@ -19,7 +19,7 @@ fn a_callback_waiting_for_a_map_of_its_own_promise_gets_deadlock_at_once() {
     p.then(move |_| {
         let doubled = q.map(|v| v * 2);
         // Without a limit: only the deadlock check can end it.
-        tx.send(doubled.wait().map(|v| *v).map_err(|e| e.cloned()))
+        tx.send(doubled.wait().copied().map_err(|e| e.cloned()))
             .unwrap();
         // After this callback returns, the map's own callback runs and sets it.
         drop(doubled);
