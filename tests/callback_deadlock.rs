@@ -45,7 +45,7 @@ fn the_check_covers_chains_and_nested_drains() {
                 .send(
                     chained
                         .result(Duration::from_secs(60))
-                        .map(|v| *v)
+                        .copied()
                         .map_err(|e| e.cloned()),
                 )
                 .unwrap();
