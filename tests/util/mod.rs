@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 /// How long `wait_until` waits before it gives up (generous: CI machines are shared).
 pub const DEADLINE: Duration = Duration::from_secs(30);
 
+/// A timeout no test should reach: a wait given it that returns with an error shows the error
+/// came at once, not from the timeout.
+pub const LONG: Duration = Duration::from_secs(60);
+
 /// Polls `cond` until it holds or `DEADLINE` passes; returns whether it held. Yields between
 /// polls: this waits for a condition, it does not sleep to synchronise.
 pub fn wait_until(mut cond: impl FnMut() -> bool) -> bool {
@@ -168,4 +172,43 @@ pub fn quiet_intentional_panics() {
             }
         }));
     });
+}
+
+/// A fresh counter for a test to share with the closures and values it hands out.
+pub fn counter() -> Arc<AtomicUsize> {
+    Arc::new(AtomicUsize::new(0))
+}
+
+/// A counter's current value.
+pub fn load(c: &AtomicUsize) -> usize {
+    c.load(Ordering::SeqCst)
+}
+
+/// A value whose `Drop` counts and then panics (unless the thread is already unwinding,
+/// which would abort the process).
+#[derive(Debug)]
+pub struct Bomb(pub Arc<AtomicUsize>);
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        count_then_panic(&self.0, "intentional: Bomb::drop");
+    }
+}
+
+/// A panic payload whose `Drop` panics.
+pub struct PayloadBomb(pub Arc<AtomicUsize>);
+
+impl Drop for PayloadBomb {
+    fn drop(&mut self) {
+        count_then_panic(&self.0, "intentional: PayloadBomb::drop");
+    }
+}
+
+/// The `Drop` of the bombs: counts, then panics with `message` unless the thread is already
+/// unwinding (a second panic would abort the process).
+fn count_then_panic(drops: &AtomicUsize, message: &'static str) {
+    drops.fetch_add(1, Ordering::SeqCst);
+    if !thread::panicking() {
+        std::panic::panic_any(message);
+    }
 }
