@@ -108,6 +108,10 @@ pub async fn run() {
     let checksum = |n: u64| (1..=n).map(|i| i * i % 97).sum::<u64>();
     let queue = ActionQueue::new();
     let computed = queue.submit(move || checksum(1_000));
+    eprintln!(
+        "5. (an action panics on purpose next: the \"disk unplugged\" panic message that \
+         follows is expected)"
+    );
     let failing = queue.submit(|| -> u64 { panic!("disk unplugged") });
     let after = queue.submit(|| "still running");
     assert_eq!(computed.wait_async().await, Ok(&checksum(1_000)));
@@ -119,8 +123,35 @@ pub async fn run() {
     println!("5. ActionQueue::submit awaited from a task: a value, and a caught panic");
 }
 
+/// Prints the library's `log` reports (a panicking callback or `put` action, a failed spawn)
+/// as `[LEVEL] message` on stderr. Without a logger they would go nowhere; a real program would
+/// use a logging crate such as `env_logger` instead.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!("[{}] {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn install_logger() {
+    static LOGGER: StderrLogger = StderrLogger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
 #[tokio::main]
 async fn main() {
+    install_logger();
     run().await;
     println!("async interop: all checks passed");
 }

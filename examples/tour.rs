@@ -21,7 +21,7 @@
 //!   the client gets [`PromiseError::Timeout`].
 //! - **abandoned**: the transport drops its handle unanswered (a reset connection): the
 //!   client learns it at once, [`PromiseError::Abandoned`], instead of waiting out its timeout.
-//! - **deadlock**: a request the client answers itself (a local cache hit). Its promise
+//! - **deadlock refused**: a request the client answers itself (a local cache hit). Its promise
 //!   names the client thread as its setter, and the client waits for it *before* answering:
 //!   it gets [`PromiseError::Deadlock`] at once instead of hanging.
 //!
@@ -132,7 +132,7 @@ impl Outcome {
             Outcome::Failed => "failed",
             Outcome::Timeout => "timeout",
             Outcome::Abandoned => "abandoned",
-            Outcome::Deadlock => "deadlock",
+            Outcome::Deadlock => "deadlock refused",
         }
     }
 
@@ -142,7 +142,7 @@ impl Outcome {
             Outcome::Failed => "answered with an error (set_exception)",
             Outcome::Timeout => "never answered, promise kept: the wait timed out",
             Outcome::Abandoned => "promise dropped unanswered: known at once",
-            Outcome::Deadlock => "waited on the setter thread: refused at once",
+            Outcome::Deadlock => "waited on a promise only it could set: told at once",
         }
     }
 }
@@ -260,17 +260,17 @@ impl Report {
             self.latency(0.99),
             self.latency(1.0),
         );
-        out += &format!("  {:<9}  {:>7}  {:>8}\n", "outcome", "count", "expected");
+        out += &format!("  {:<16}  {:>7}  {:>8}\n", "outcome", "count", "expected");
         for (i, outcome) in Outcome::ALL.iter().enumerate() {
             out += &format!(
-                "  {:<9}  {:>7}  {:>8}   {}\n",
+                "  {:<16}  {:>7}  {:>8}   {}\n",
                 outcome.name(),
                 self.counts[i],
                 self.expected[i],
                 outcome.meaning()
             );
         }
-        out += &format!("  {:<9}  {:>7}  {:>8}\n\n", "lost", self.lost(), 0);
+        out += &format!("  {:<16}  {:>7}  {:>8}\n\n", "lost", self.lost(), 0);
         out += &format!(
             "  then callbacks run: {}; settled after the client's timeout: {}; \
              actions out of order: {}\n",
@@ -505,7 +505,34 @@ fn requested_size() -> Result<u64, String> {
     }
 }
 
+/// Prints the library's `log` reports (a panicking callback or `put` action, a failed spawn)
+/// as `[LEVEL] message` on stderr. Without a logger they would go nowhere; a real program would use a logging
+/// crate such as `env_logger` instead.
+struct StderrLogger;
+
+impl log::Log for StderrLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::Level::Info
+    }
+
+    fn log(&self, record: &log::Record) {
+        if self.enabled(record.metadata()) {
+            eprintln!("[{}] {}", record.level(), record.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+fn install_logger() {
+    static LOGGER: StderrLogger = StderrLogger;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
+}
+
 fn main() {
+    install_logger();
     let requests = match requested_size() {
         Ok(n) => n,
         Err(e) => {
