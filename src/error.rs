@@ -170,7 +170,7 @@ impl<E: fmt::Display + fmt::Debug> Error for PromiseError<E> {}
 
 /// A second [`set_result`](crate::Promise::set_result) or
 /// [`set_exception`](crate::Promise::set_exception) on a promise that was already set (the
-/// seed's `PromiseDoneError`). The first set wins; this error hands back the value that was
+/// original's `PromiseDoneError`). The first set wins; this error hands back the value that was
 /// refused.
 ///
 /// # Example

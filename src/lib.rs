@@ -143,9 +143,10 @@
 //!
 //! # Panics
 //!
-//! A panicking action is caught; the queue reports it (`log::error!`, or the
-//! [`Builder::panic_handler`]) and runs the next one. A `submit`ted action's promise fails
-//! with [`ActionPanicked`] instead of leaving its waiters hanging:
+//! A panicking action is caught, and the queue runs the next one. The panic of a `put`
+//! action is reported (`log::error!`, or the [`Builder::panic_handler`]); that of a
+//! `submit`ted action goes to its promise, which fails with [`ActionPanicked`] instead of
+//! leaving its waiters hanging:
 //!
 //! ```
 //! use orderslip::{ActionQueue, PromiseError};

@@ -138,8 +138,8 @@ unsafe impl<T: Send + Sync, E: Send + Sync> Send for Promise<T, E> {}
 unsafe impl<T: Send + Sync, E: Send + Sync> Sync for Promise<T, E> {}
 
 impl<T, E> Promise<T, E> {
-    /// The seed's default timeout for [`result`](Promise::result): one second. Nothing uses it
-    /// implicitly; pass it where you want the seed's behaviour.
+    /// The default timeout of the Python quickrpc original for [`result`](Promise::result):
+    /// one second. Nothing uses it implicitly; pass it where you want that behaviour.
     ///
     /// ```
     /// use orderslip::{Promise, PromiseError};
@@ -257,7 +257,7 @@ impl<T, E> Promise<T, E> {
         })
     }
 
-    /// Fulfils the promise with an error (the seed's `set_exception`). Waiters get
+    /// Fulfils the promise with an error (named after the original's `set_exception`). Waiters get
     /// [`PromiseError::Failed`]. The first set wins, as for [`set_result`](Promise::set_result).
     ///
     /// # Errors
@@ -670,7 +670,7 @@ impl<T, E> Promise<T, E> {
         }
     }
 
-    /// The seed's two-callback form of [`then`](Promise::then): `on_value` runs with the value,
+    /// The two-callback form of [`then`](Promise::then): `on_value` runs with the value,
     /// or `on_error` with the error. Same rules as `then`.
     ///
     /// ```

@@ -80,7 +80,7 @@ pub struct ActionQueue {
 ///
 /// let queue = ActionQueue::builder()
 ///     .name("audit-log")
-///     .keep_alive(Duration::ZERO) // the seed's behaviour: retire as soon as it is empty
+///     .keep_alive(Duration::ZERO) // retire as soon as the queue is empty
 ///     .build();
 /// queue.put(|| println!("written"));
 /// ```
@@ -299,15 +299,17 @@ impl Builder {
 
     /// How long an idle worker lingers before it retires (default
     /// [`ActionQueue::DEFAULT_KEEP_ALIVE`]). It spins for a few microseconds, then parks
-    /// with a timeout, using no CPU. `Duration::ZERO` is the seed's behaviour: retire as soon
+    /// with a timeout, using no CPU. `Duration::ZERO` is the Python original's behaviour: retire as soon
     /// as the queue is empty.
     pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
         self.keep_alive = keep_alive;
         self
     }
 
-    /// Called on the worker thread with the payload of every action that panics, instead of
-    /// the default `log::error!` report. A panic inside the handler is caught and logged.
+    /// Called on the worker thread with the payload of every [`put`](ActionQueue::put) action
+    /// that panics, instead of the default `log::error!` report. A panic inside the handler
+    /// is caught and logged. (A [`submit`](ActionQueue::submit)ted action's panic is not
+    /// reported here: it goes to its promise, as [`ActionPanicked`], for its waiter to see.)
     ///
     /// ```
     /// use orderslip::ActionQueue;
