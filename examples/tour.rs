@@ -178,6 +178,7 @@ pub struct Report {
 
 impl Report {
     /// Requests that ended with no outcome.
+    #[must_use]
     pub fn lost(&self) -> u64 {
         self.requests.saturating_sub(self.counted())
     }
@@ -188,6 +189,7 @@ impl Report {
     }
 
     /// Everything that went wrong; empty if the run was correct.
+    #[must_use]
     pub fn problems(&self) -> Vec<String> {
         let mut problems = Vec::new();
         if self.lost() != 0 {
@@ -238,6 +240,7 @@ impl Report {
     }
 
     /// The report as a compact table.
+    #[must_use]
     pub fn table(&self) -> String {
         let secs = self.elapsed.as_secs_f64().max(1e-9);
         let mut out = format!(
@@ -318,12 +321,14 @@ impl ClientLog {
 }
 
 /// Runs the tour with `requests` requests and reports what happened.
+#[must_use]
 pub fn run(requests: u64) -> Report {
     run_with_timeout(requests, TIMEOUT)
 }
 
 /// [`run`] with another client timeout. However short it is, the counts come out the same:
 /// only the number of late ones changes.
+#[must_use]
 pub fn run_with_timeout(requests: u64, timeout: Duration) -> Report {
     let queue = ActionQueue::builder().name("tour-dispatch").build();
     let next_id = AtomicU64::new(0);

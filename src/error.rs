@@ -246,7 +246,20 @@ impl ActionPanicked {
         }
     }
 
-    /// The panic message, if the action panicked with a string.
+    /// The panic message, if the action panicked with a string (`panic!("...")`, with or
+    /// without formatting); `None` for other payloads (`std::panic::panic_any(42)`).
+    ///
+    /// ```
+    /// use orderslip::{ActionQueue, PromiseError};
+    ///
+    /// let queue = ActionQueue::new();
+    /// let failed = queue.submit(|| -> u8 { panic!("row {} is corrupt", 7) });
+    /// match failed.wait() {
+    ///     Err(PromiseError::Failed(e)) => assert_eq!(e.message(), Some("row 7 is corrupt")),
+    ///     other => panic!("unexpected {other:?}"),
+    /// }
+    /// ```
+    #[must_use]
     pub fn message(&self) -> Option<&str> {
         self.message.as_deref()
     }

@@ -27,14 +27,16 @@ mod worker;
 use crate::error::ActionPanicked;
 use crate::panics;
 use crate::setter::{next_queue_id, Setter};
-use crate::sync::{fence, Arc, AtomicBool, Mutex, Ordering, SegQueue, UnparkerCell};
+use crate::sync::{
+    self, fence, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, SegQueue, UnparkerCell,
+};
 use crate::Promise;
 use action::Action;
 use idle::IdleWait;
 use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use worker::{AtomicWorkerState, Shared, WorkerState};
 
 /// A panic handler set with [`Builder::panic_handler`].
@@ -48,8 +50,11 @@ type PanicHandler = Box<dyn Fn(&(dyn Any + Send)) + Send + Sync>;
 ///   next action runs: a panic never wedges the queue.
 /// - If the worker thread cannot be spawned, the actions stay queued, the failure is logged,
 ///   and the next `put` tries again.
-/// - Dropping the queue lets the actions already queued run to completion, without blocking
-///   the dropping thread; an action may drop the last handle to its own queue.
+/// - `ActionQueue` is a cheap handle: clones share the queue (and its order), and every
+///   clone may `put`. Dropping the last handle lets the actions already queued run to
+///   completion, without blocking the dropping thread; an action may drop the last handle
+///   to its own queue. To wait for them (before `main` returns, say), give the handle up
+///   with [`join`](ActionQueue::join) instead.
 /// - Past its keep-alive an idle queue holds no thread.
 ///
 /// # Example
@@ -105,6 +110,7 @@ impl ActionQueue {
     /// let queue = orderslip::ActionQueue::new();
     /// assert!(!queue.is_running()); // no thread until there is work
     /// ```
+    #[must_use]
     pub fn new() -> Self {
         Self::builder().build()
     }
@@ -202,6 +208,7 @@ impl ActionQueue {
     /// queue.put(move || setter.set_result("pong".to_string()).unwrap());
     /// assert_eq!(reply.result(Duration::from_secs(5)).map(String::as_str), Ok("pong"));
     /// ```
+    #[must_use]
     pub fn promise<T, E>(&self) -> Promise<T, E> {
         Promise::with_setter_kind(Setter::Queue(self.shared.id))
     }
@@ -217,6 +224,7 @@ impl ActionQueue {
     /// queue.put(|| ());
     /// assert!(queue.is_running());
     /// ```
+    #[must_use]
     pub fn is_running(&self) -> bool {
         // ORDERING: Acquire: a `false` lets the caller rely on the worker's last actions.
         self.shared.state.load(Ordering::Acquire) != WorkerState::Idle
@@ -237,7 +245,16 @@ impl ActionQueue {
     ///   `false` early when another thread's spawn attempt fails while it waits.
     /// - Called from inside an action of this queue, it returns `false` at once (the queue
     ///   cannot be idle while that action runs).
-    /// - Other threads that keep putting work can keep the queue from ever being idle.
+    /// - Other threads that keep putting work can keep the queue from ever being idle. To
+    ///   wait only for the work queued before a point, give a handle up with
+    ///   [`join`](ActionQueue::join).
+    ///
+    /// # In async code
+    ///
+    /// This blocks the calling thread: inside an async task it blocks the executor's thread
+    /// too (see [`Promise::result`]). Call it through `spawn_blocking`, or `.await` the
+    /// [`wait_async`](Promise::wait_async) of a [`submit`](ActionQueue::submit)ted no-op
+    /// instead.
     ///
     /// ```
     /// use orderslip::ActionQueue;
@@ -255,8 +272,118 @@ impl ActionQueue {
     /// assert_eq!(count.load(Ordering::Relaxed), 100);
     /// assert!(queue.wait_idle(Duration::ZERO)); // still idle, though the worker lingers
     /// ```
+    #[must_use = "`false` means the queue was not idle by the timeout"]
     pub fn wait_idle(&self, timeout: Duration) -> bool {
         idle::wait_idle(&self.shared, timeout)
+    }
+
+    /// How many actions are queued and not started yet. The action running now is not
+    /// counted; the internal marker of a pending [`wait_idle`](ActionQueue::wait_idle) or
+    /// [`join`](ActionQueue::join) is. With other threads putting, it is a snapshot.
+    ///
+    /// ```
+    /// use orderslip::ActionQueue;
+    /// use std::sync::mpsc;
+    ///
+    /// let queue = ActionQueue::new();
+    /// let (release, gate) = mpsc::channel::<()>();
+    /// queue.put(move || gate.recv().unwrap()); // runs, and blocks until released
+    /// queue.put(|| ());
+    /// queue.put(|| ());
+    /// assert!(queue.len() >= 2); // the two behind the blocked one (or three, before it starts)
+    /// release.send(()).unwrap();
+    /// ```
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.shared.actions.len()
+    }
+
+    /// Whether no action is queued (one may still be running; see
+    /// [`wait_idle`](ActionQueue::wait_idle) for "nothing queued or running").
+    ///
+    /// ```
+    /// let queue = orderslip::ActionQueue::new();
+    /// assert!(queue.is_empty());
+    /// ```
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.shared.actions.is_empty()
+    }
+
+    /// Gives up this handle and waits up to `timeout` until every action queued before the
+    /// call has run, and, if this was the last handle, until the worker has let go of the
+    /// queue (it retires at once: with no handle left, nobody can put more). Other clones may
+    /// go on putting; their later actions are not waited for. Returns whether all that
+    /// happened in time.
+    ///
+    /// This is how a program makes sure queued work is done before `main` returns (dropping
+    /// the last handle does not wait, and the process ends with `main`).
+    ///
+    /// - `Duration::MAX` (or any timeout too large for the clock) waits without limit.
+    /// - If the worker cannot be spawned, the queued actions cannot run: on the last handle
+    ///   it returns `false` at once (the queue is dropped, with them); otherwise it waits
+    ///   until another handle's `put` starts a worker, or until the timeout.
+    /// - Called from inside an action of this queue, it returns `false` at once: the queue
+    ///   cannot get past the running action while that action waits.
+    ///
+    /// # In async code
+    ///
+    /// This blocks the calling thread (see [`Promise::result`]): in an async task, call it
+    /// through `spawn_blocking`.
+    ///
+    /// ```
+    /// use orderslip::ActionQueue;
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// use std::sync::Arc;
+    /// use std::time::Duration;
+    ///
+    /// let written = Arc::new(AtomicU32::new(0));
+    /// let journal = ActionQueue::new();
+    /// for _ in 0..3 {
+    ///     let written = written.clone();
+    ///     journal.put(move || { written.fetch_add(1, Ordering::SeqCst); });
+    /// }
+    /// assert!(journal.join(Duration::from_secs(5))); // the last handle: the worker is gone too
+    /// assert_eq!(written.load(Ordering::SeqCst), 3);
+    /// ```
+    #[must_use = "`false` means some queued actions had not run by the timeout"]
+    pub fn join(self, timeout: Duration) -> bool {
+        if crate::setter::current_queue() == Some(self.shared.id) {
+            return false; // our own action: the queue cannot get past us
+        }
+        let deadline = Instant::now().checked_add(timeout);
+        let remaining = || match deadline {
+            None => Duration::MAX,
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+        };
+        // The last handle? (Only a handle can make another, and we own this one, so `1`
+        // cannot change under us.) ORDERING: Acquire: pairs with other handles' Release
+        // decrements, like the check in `Drop`.
+        let gone = (self.shared.handles.load(Ordering::Acquire) == 1).then(|| {
+            let gone: Promise<(), ()> = Promise::with_setter_kind(Setter::Nobody);
+            *sync::lock(&self.shared.gone) = Some(gone.clone());
+            gone
+        });
+        // A marker behind everything queued before this call.
+        let marker: Promise<(), ()> = Promise::with_setter_kind(Setter::Nobody);
+        let setter = marker.clone();
+        self.put(move || {
+            let _ = setter.set_result(());
+        });
+        // Give the handle up before waiting: if it is the last, the queue closes (the worker
+        // retires once it has drained), and should no worker be able to start, the queue is
+        // dropped here with its actions, the marker's setter among them, which ends our wait
+        // at once (abandoned) rather than at the timeout.
+        drop(self);
+        let ran = marker.result(remaining()).is_ok();
+        if !ran {
+            return false;
+        }
+        match gone {
+            None => true,
+            // Set by `Drop for Shared`, when the worker (or we, just now) let go of it.
+            Some(gone) => gone.result(remaining()).is_ok(),
+        }
     }
 }
 
@@ -275,6 +402,12 @@ impl Builder {
     /// into a C string, see [`CString::new`](std::ffi::CString::new)), so no worker could ever
     /// be spawned.
     ///
+    /// ```
+    /// let queue = orderslip::ActionQueue::builder().name("audit-log").build();
+    /// let worker = queue.submit(|| std::thread::current().name().map(str::to_owned));
+    /// assert_eq!(worker.wait().unwrap().as_deref(), Some("audit-log"));
+    /// ```
+    ///
     /// ```should_panic
     /// let _ = orderslip::ActionQueue::builder().name("bad\0name");
     /// ```
@@ -291,7 +424,13 @@ impl Builder {
     }
 
     /// The worker thread's stack size in bytes (default: the platform's, as for
-    /// `std::thread::spawn`).
+    /// `std::thread::spawn`). A size the platform cannot give makes every spawn fail (see
+    /// [`ActionQueue::put`]).
+    ///
+    /// ```
+    /// let queue = orderslip::ActionQueue::builder().stack_size(256 * 1024).build();
+    /// assert_eq!(queue.submit(|| 1 + 1).wait(), Ok(&2));
+    /// ```
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
         self
@@ -299,8 +438,18 @@ impl Builder {
 
     /// How long an idle worker lingers before it retires (default
     /// [`ActionQueue::DEFAULT_KEEP_ALIVE`]). It spins for a few microseconds, then parks
-    /// with a timeout, using no CPU. `Duration::ZERO` is the Python original's behaviour: retire as soon
-    /// as the queue is empty.
+    /// with a timeout, using no CPU. `Duration::ZERO` is the Python original's behaviour:
+    /// retire as soon as the queue is empty.
+    ///
+    /// ```
+    /// use orderslip::ActionQueue;
+    /// use std::time::Duration;
+    ///
+    /// // A queue for bursts a second apart: keep the thread between them.
+    /// let queue = ActionQueue::builder().keep_alive(Duration::from_secs(2)).build();
+    /// assert_eq!(queue.submit(|| "first burst").wait(), Ok(&"first burst"));
+    /// assert!(queue.is_running()); // lingering, parked
+    /// ```
     pub fn keep_alive(mut self, keep_alive: Duration) -> Self {
         self.keep_alive = keep_alive;
         self
@@ -335,6 +484,7 @@ impl Builder {
     }
 
     /// Builds the queue. No thread starts until the first action arrives.
+    #[must_use]
     pub fn build(self) -> ActionQueue {
         ActionQueue {
             shared: Arc::new(Shared {
@@ -349,6 +499,8 @@ impl Builder {
                 panic_handler: self.panic_handler,
                 busy: AtomicBool::new(false),
                 idle: Mutex::new(IdleWait::default()),
+                handles: AtomicUsize::new(1),
+                gone: Mutex::new(None),
                 #[cfg(test)]
                 worker_panics: crate::sync::StdAtomicUsize::new(0),
             }),
@@ -356,10 +508,35 @@ impl Builder {
     }
 }
 
+impl Clone for ActionQueue {
+    /// Another handle to the same queue: its actions go into the same order.
+    ///
+    /// # Aborts
+    ///
+    /// If the handle count would pass `isize::MAX` (only leaked clones get there), as `Arc`
+    /// does.
+    fn clone(&self) -> Self {
+        // ORDERING: Relaxed, as for `Arc`: the new handle is made from a live one.
+        if self.shared.handles.fetch_add(1, Ordering::Relaxed) > isize::MAX as usize {
+            std::process::abort();
+        }
+        ActionQueue {
+            shared: Arc::clone(&self.shared),
+        }
+    }
+}
+
 impl Drop for ActionQueue {
     fn drop(&mut self) {
-        // The worker (which holds its own `Arc`) finishes the queued actions; tell it not to
-        // linger afterwards. ORDERING: Release pairs with the worker's Acquire load.
+        // ORDERING: AcqRel: Release so that the last handle's close below comes after every
+        // other handle's puts (their pushes happen before their decrements); Acquire for the
+        // last one to see them.
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
+            return; // other handles may still put: the queue stays open
+        }
+        // The last handle. The worker (which holds its own `Arc`) finishes the queued
+        // actions; tell it not to linger afterwards.
+        // ORDERING: Release pairs with the worker's Acquire load.
         self.shared.closed.store(true, Ordering::Release);
         // Pairs with the worker's fence after its swap(PARKED): either we see PARKED here
         // and unpark it, or it sees `closed`.

@@ -57,8 +57,10 @@ use super::PanicHandler;
 use crate::panics;
 use crate::setter;
 use crate::sync::{
-    self, fence, thread, Arc, AtomicBool, AtomicU8, Mutex, Ordering, SegQueue, Spin, UnparkerCell,
+    self, fence, thread, Arc, AtomicBool, AtomicU8, AtomicUsize, Mutex, Ordering, SegQueue, Spin,
+    UnparkerCell,
 };
+use crate::Promise;
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
@@ -155,6 +157,12 @@ pub(super) struct Shared {
     pub(super) busy: AtomicBool,
     /// What the `wait_idle` callers share.
     pub(super) idle: Mutex<IdleWait>,
+    /// How many `ActionQueue` handles exist (the worker's `Arc` is not one): the last one
+    /// to go closes the queue.
+    pub(super) handles: AtomicUsize,
+    /// Set by `Drop for Shared`, once the worker (if any) has let go of the queue: what
+    /// [`ActionQueue::join`](super::ActionQueue::join) on the last handle waits for.
+    pub(super) gone: Mutex<Option<Promise<(), ()>>>,
     /// Test hook: how many more times the worker is to panic outside an action.
     #[cfg(test)]
     pub(super) worker_panics: sync::StdAtomicUsize,
@@ -417,6 +425,11 @@ impl Drop for Shared {
         }
         let handler = self.panic_handler.take();
         keep(panic::catch_unwind(AssertUnwindSafe(move || drop(handler))));
+        // The queue is gone: tell a `join` on its last handle (a promise of ours: its set
+        // runs no foreign code).
+        if let Some(gone) = sync::lock(&self.gone).take() {
+            let _ = gone.set_result(());
+        }
         if let Some(payload) = first_panic {
             // Not a concurrency primitive: std's, also under loom.
             if std::thread::panicking() {

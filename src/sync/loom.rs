@@ -96,6 +96,10 @@ impl<T> SegQueue<T> {
     pub(crate) fn is_empty(&self) -> bool {
         self.0.lock().unwrap().is_empty()
     }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
 }
 
 /// A parking spot that outlives any one thread, as `crossbeam_utils::sync::Parker`: a loom
