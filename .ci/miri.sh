@@ -13,8 +13,8 @@
 #   `#[cfg_attr(miri, ignore = ...)]` in the test files themselves; the #[ignore]d stress
 #   tests are not run.
 # - `-Zmiri-permissive-provenance`: the waiter stack keeps a pointer in an `AtomicUsize`
-#   next to tag bits (src/state.rs) and casts it back, which strict provenance rejects; see
-#   RELIABILITY_NOTES.md.
+#   next to tag bits (src/promise/state.rs) and casts it back, which strict provenance rejects;
+#   see docs/LIMITATIONS.md.
 #
 # Environment: MIRI_TOOLCHAIN (default nightly), MIRI_SEEDS (extra seeds for the second pass,
 # a range a..b, default 1..4; empty to skip the pass), MIRI_SEED_TESTS (the test files of the

@@ -5,7 +5,7 @@
 # and exits 0.
 #
 # TSAN_OPTIONS: halt_on_error=1 makes the first report fail the run. No suppressions are
-# needed today (see RELIABILITY_NOTES.md); add them to .ci/tsan.supp and they are picked up.
+# needed today; add them to .ci/tsan.supp and they are picked up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
