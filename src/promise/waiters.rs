@@ -131,24 +131,48 @@ impl Waiter {
 ///   nodes pushed by `push`, each holding the `Arc` reference the stack owns.
 pub(crate) unsafe fn push(state: &AtomicUsize, node: &Arc<Waiter>, closed: usize) -> bool {
     let raw = Arc::into_raw(node.clone());
-    // ORDERING: Acquire: if this already shows the state closed, the caller reads what the
-    // closing write published (the promise's result) without another load.
+    // SAFETY: the node is in no stack and nobody else holds it (the caller's obligation), so
+    // as a one-node list it is ours to link; `state` is as `link` requires.
+    if unsafe { link(state, raw, raw, closed) } {
+        return true;
+    }
+    // SAFETY: `raw` came from `Arc::into_raw` above and was never published.
+    drop(unsafe { Arc::from_raw(raw) });
+    false
+}
+
+/// Links the list from `head` to `tail` in front of the stack in `state` with a CAS, unless
+/// `state` has any bit of `closed` set; returns whether it did (if not, the list is still the
+/// caller's). The load that sees `closed` is an Acquire one, so the caller may read what the
+/// closing write published (the promise's result) without another load.
+///
+/// # Safety
+///
+/// The caller holds the list (nobody else can reach its nodes or their `next`), `tail` is
+/// its last node, and `state` is a promise's state word whose pointer bits are null or the
+/// head of a stack of such nodes, each holding the `Arc` reference the stack owns.
+unsafe fn link(
+    state: &AtomicUsize,
+    head: *const Waiter,
+    tail: *const Waiter,
+    closed: usize,
+) -> bool {
+    // ORDERING: Acquire: see the doc comment.
     let mut cur = state.load(Ordering::Acquire);
     loop {
         if cur & closed != 0 {
-            // SAFETY: `raw` came from `Arc::into_raw` above and was never published.
-            drop(unsafe { Arc::from_raw(raw) });
             return false;
         }
-        // SAFETY: the node is not in any stack (it is new, or its owner saw WOKEN and rearmed
-        // it), so nobody else reads or writes its `next` until the CAS publishes it.
-        node.next
+        // SAFETY: we hold the list, so `tail` is alive, and until the CAS publishes it
+        // nobody else reads or writes its `next`.
+        unsafe { &*tail }
+            .next
             .with_mut(|next| unsafe { *next = State(cur).waiters() as *const Waiter });
-        // ORDERING: Release publishes `next` (and the node) to whoever takes the stack;
-        // Acquire on both outcomes makes the caller's later reads of the state word current.
+        // ORDERING: Release publishes the nodes' `next` to whoever takes the stack; Acquire
+        // on both outcomes makes the caller's later reads of the state word current.
         match state.compare_exchange_weak(
             cur,
-            raw as usize | (cur & TAGS),
+            head as usize | (cur & TAGS),
             Ordering::AcqRel,
             Ordering::Acquire,
         ) {
@@ -289,27 +313,13 @@ unsafe fn splice(
     tail: *const Waiter,
     closed: usize,
 ) -> bool {
-    // ORDERING: Acquire so a closed state's value is visible to the nodes' owners we wake.
-    let mut cur = state.load(Ordering::Acquire);
-    loop {
-        if cur & closed != 0 {
-            // SAFETY: we hold the list from `head` (taken by `prune`, relinked by us).
-            unsafe { wake_list(head) };
-            return false;
-        }
-        // SAFETY: we hold the list, so `tail` is alive and its `next` is ours.
-        unsafe { &*tail }
-            .next
-            .with_mut(|next| unsafe { *next = State(cur).waiters() as *const Waiter });
-        // ORDERING: as in `push`.
-        match state.compare_exchange_weak(
-            cur,
-            head as usize | (cur & TAGS),
-            Ordering::AcqRel,
-            Ordering::Acquire,
-        ) {
-            Ok(_) => return true,
-            Err(actual) => cur = actual,
-        }
+    // SAFETY: the caller holds the list from `head` to `tail`, and `state` is as `link`
+    // requires.
+    if unsafe { link(state, head, tail, closed) } {
+        return true;
     }
+    // Closed meanwhile: whoever closed it found the stack without our list; wake it here.
+    // SAFETY: the list is still ours (`link` did not publish it), taken as `wake_list` needs.
+    unsafe { wake_list(head) };
+    false
 }

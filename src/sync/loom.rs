@@ -28,17 +28,15 @@ pub(crate) mod thread {
     }
 }
 
-/// Declares thread-locals: `loom::thread_local!`, whose thread-locals belong to loom's
-/// threads. The initialiser is written `const { … }` for std's sake; loom, which has no
-/// `const` form, gets the expression inside.
-macro_rules! thread_locals {
-    () => {};
-    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }; $($rest:tt)*) => {
+/// One thread-local for [`thread_locals!`](super::thread_locals): `loom::thread_local!`,
+/// whose thread-locals belong to loom's threads. Loom has no `const` initialiser form, so
+/// it gets the expression inside.
+macro_rules! thread_local_one {
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }) => {
         loom::thread_local! { $(#[$attr])* $vis static $name: $t = $init; }
-        $crate::sync::thread_locals!($($rest)*);
     };
 }
-pub(crate) use thread_locals;
+pub(crate) use thread_local_one;
 
 /// Under loom a timed park yields once and reports a timeout (loom has no clock), so the
 /// models explore the timeout path of every timed wait; an untimed park parks for real.

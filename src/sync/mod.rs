@@ -33,6 +33,17 @@ mod backend;
 
 pub(crate) use backend::*;
 
+/// Declares thread-locals through the backend: std's `thread_local!`, or loom's, whose
+/// thread-locals belong to loom's threads. Write each initialiser as `const { … }`.
+macro_rules! thread_locals {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }; $($rest:tt)*) => {
+        $crate::sync::thread_local_one!($(#[$attr])* $vis static $name: $t = const { $init });
+        $crate::sync::thread_locals!($($rest)*);
+    };
+}
+pub(crate) use thread_locals;
+
 /// A std atomic counter even under loom, for process-wide counters that only hand out
 /// distinct numbers (queue ids) and publish nothing: loom need not see them, and a loom
 /// atomic could not live in a `static` that outlives the model.

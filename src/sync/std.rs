@@ -52,17 +52,13 @@ pub(crate) mod thread {
     }
 }
 
-/// Declares thread-locals: `std::thread_local!` here, `loom::thread_local!` under loom (whose
-/// thread-locals belong to loom's threads). Write the initialiser as `const { … }`: std gets
-/// it as is; loom, which has no `const` form, gets the expression inside.
-macro_rules! thread_locals {
-    () => {};
-    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }; $($rest:tt)*) => {
+/// One thread-local for [`thread_locals!`](super::thread_locals): `std::thread_local!`.
+macro_rules! thread_local_one {
+    ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }) => {
         std::thread_local! { $(#[$attr])* $vis static $name: $t = const { $init }; }
-        $crate::sync::thread_locals!($($rest)*);
     };
 }
-pub(crate) use thread_locals;
+pub(crate) use thread_local_one;
 
 /// Parks the calling thread until it is unparked, or until `deadline` if there is one.
 /// Returns `true` when the deadline has passed. Like `std::thread::park`, it may return
