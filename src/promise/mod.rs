@@ -794,7 +794,7 @@ impl<T, E> Drop for Promise<T, E> {
             // SAFETY: `remove` says we gave up the last guard: no other handle or guard
             // exists, so nobody else can reach the block, and `self` is never used again.
             // The block came from `boxed::into_raw` in `with_setter_kind`.
-            drop(unsafe { sync::boxed::take(self.inner.as_ptr()) });
+            unsafe { sync::boxed::free(self.inner.as_ptr()) };
         }
     }
 }

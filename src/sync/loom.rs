@@ -192,4 +192,14 @@ pub(crate) mod boxed {
         unsafe { loom::alloc::dealloc(ptr.cast::<u8>(), Layout::new::<T>()) };
         value
     }
+
+    /// Drops the value of a block made by [`into_raw`] and frees the block.
+    ///
+    /// # Safety
+    ///
+    /// As for [`take`].
+    pub(crate) unsafe fn free<T>(ptr: *mut T) {
+        // SAFETY: the caller's obligation is `take`'s.
+        drop(unsafe { take(ptr) });
+    }
 }

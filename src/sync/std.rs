@@ -146,4 +146,16 @@ pub(crate) mod boxed {
         // (above), so rebuilding the box takes ownership exactly once.
         *unsafe { Box::from_raw(ptr) }
     }
+
+    /// Drops the value of a block made by [`into_raw`] in place and frees the block (no
+    /// move out, unlike [`take`]).
+    ///
+    /// # Safety
+    ///
+    /// As for [`take`].
+    #[inline]
+    pub(crate) unsafe fn free<T>(ptr: *mut T) {
+        // SAFETY: as in `take`.
+        drop(unsafe { Box::from_raw(ptr) });
+    }
 }
