@@ -120,7 +120,10 @@ impl Handles {
         count.live() == 1 && count.was_cloned()
     }
 
-    /// Gives up one handle. `pending` says whether the promise is still unset; if this drop
+    /// Gives up one handle. (`self` is all atomics, so another handle may free the block
+    /// while this call returns, as with `Arc`'s counts; the closures must capture nothing
+    /// but atomics of the block either.) `pending` says whether the promise is still unset;
+    /// if this drop
     /// leaves one live handle of a cloned, pending promise, `orphan` runs (it wakes the
     /// waiters) while the block is kept alive. Returns `true` when the caller gave up the
     /// last guard and must free the block.

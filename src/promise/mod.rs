@@ -779,14 +779,20 @@ impl<T, E> Drop for Promise<T, E> {
     #[inline]
     fn drop(&mut self) {
         let inner = self.inner();
+        // The closures capture the state word alone, not `inner`: they are arguments of
+        // `remove`, which may return after another handle has freed the block, and a
+        // reference held by an argument must not outlive its memory unless it is to
+        // interior-mutable data, as an atomic is (the same reason `Arc::drop` only touches
+        // its counts through `&AtomicUsize`). Miri's Stacked Borrows checks this.
+        let state = &inner.state;
         let pending = || {
             // ORDERING: Acquire: seeing DONE means no waiter needs to hear of abandonment.
-            !State(inner.state.load(Ordering::Acquire)).is_done()
+            !State(state.load(Ordering::Acquire)).is_done()
         };
         let orphan = || {
             // The take is an RMW on `state` after the orphaning CAS on the count; see
             // [`handles`] for why no waiter is missed.
-            let list = waiters::take(&inner.state);
+            let list = waiters::take(state);
             // SAFETY: `take` emptied the stack with an acquiring RMW: we hold every node.
             unsafe { waiters::wake_list(list) };
         };
