@@ -6,13 +6,20 @@
 //! keep-alive park yields once and then times out, so the linger-then-retire path is
 //! explored without a clock.
 //!
-//! The queue models are bounded (`LOOM_MAX_PREEMPTIONS`-style, set per test): each has the
-//! main thread plus one to three worker incarnations, and the loom stand-in for `SegQueue`
-//! (a loom `Mutex<VecDeque>`) makes every push, pop and emptiness check a scheduling point,
-//! so the state space grows about fourfold per extra preemption (`put_vs_retire`: 0.2 s at
-//! 2, 1.8 s at 4, 6 s at 5, 22 s at 6) and the unbounded run does not finish in 10
-//! minutes. The bounds below keep the whole suite within a few minutes (about 1.5 minutes
-//! for the eight models on 2 shared cores).
+//! The queue models are bounded (a preemption bound set per test, printed by `bounded`): each
+//! has the main thread plus one to three worker incarnations, and the state space grows
+//! about threefold per extra preemption (`put_vs_retire`: 23 000 executions at 4, 120 000
+//! at 5, 373 000 at 6), so the unbounded runs do not finish in 10 minutes. Under loom,
+//! `SegQueue` is a stand-in built from loom atomics (`src/sync/loom.rs`: one state word
+//! with head, tail and ready bits, at most 8 pushes per queue), which keeps
+//! `SegQueue`'s claim-then-write window (a pop waits for a claimed slot's write) that the
+//! earlier `Mutex<VecDeque>` stand-in hid. It is not smaller: loom 0.7 makes an
+//! uncontended `Mutex::lock` one scheduling point and its unlock none, the cost of one
+//! atomic operation, while a push here takes two (claim, publish) and a pop two (load,
+//! CAS). The keep-alive models gained from the parker stand-in (a `loom::sync::Notify`,
+//! one scheduling point per park or unpark instead of a mutex and a condvar: 40% fewer
+//! executions). The bounds below keep the whole suite within a few minutes (times measured
+//! on 2 cores shared with other jobs).
 #![cfg(loom)]
 
 mod util;
@@ -29,10 +36,14 @@ fn zero_keep_alive() -> ActionQueue {
 }
 
 /// put ∥ retire (the lost wake-up): the worker runs the first action and retires while the
-/// second is put; the second must run, after the first.
+/// second is put; the second must run, after the first. Skipping the worker's re-check
+/// after `swap(PARKED)`, or making its retiring CAS a plain store, fails this model (a
+/// deadlock: the second action is stranded) from 2 preemptions up.
+///
+/// Bounded to 6 preemptions: 27 s, 373 000 executions (5: 11 s; 7 would take about 90 s).
 #[test]
 fn put_vs_retire() {
-    bounded(5, || {
+    bounded(6, || {
         let queue = zero_keep_alive();
         let log = Arc::new(AtomicUsize::new(0));
         let first = log.clone();
@@ -48,7 +59,8 @@ fn put_vs_retire() {
 
 /// Two producers' puts ∥ a retiring worker: every action runs exactly once.
 ///
-/// Bounded to 3 preemptions: two producers plus up to two worker incarnations.
+/// Bounded to 3 preemptions: two producers plus up to two worker incarnations; 45 s, 635 000
+/// executions (2: 5 s; 4 would take several minutes).
 #[test]
 fn two_puts_vs_retire() {
     bounded(3, || {
@@ -71,9 +83,11 @@ fn two_puts_vs_retire() {
 
 /// A keep-alive park timing out ∥ a put: the put either unparks the lingering worker (the
 /// retiring CAS fails) or finds it retired and spawns a new one; the action runs either way.
+///
+/// Bounded to 5 preemptions: 50 s, 626 000 executions (4: 11 s; 6 would take minutes).
 #[test]
 fn keep_alive_timeout_vs_put() {
-    bounded(4, || {
+    bounded(5, || {
         let queue = ActionQueue::builder()
             .keep_alive(Duration::from_secs(1))
             .build();
