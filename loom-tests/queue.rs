@@ -8,18 +8,21 @@
 //!
 //! The queue models are bounded (a preemption bound set per test, printed by `bounded`): each
 //! has the main thread plus one to three worker incarnations, and the state space grows
-//! about threefold per extra preemption (`put_vs_retire`: 23 000 executions at 4, 120 000
-//! at 5, 373 000 at 6), so the unbounded runs do not finish in 10 minutes. Under loom,
-//! `SegQueue` is a stand-in built from loom atomics (`src/sync/loom.rs`: one state word
-//! with head, tail and ready bits, at most 8 pushes per queue), which keeps
-//! `SegQueue`'s claim-then-write window (a pop waits for a claimed slot's write) that the
-//! earlier `Mutex<VecDeque>` stand-in hid. It is not smaller: loom 0.7 makes an
-//! uncontended `Mutex::lock` one scheduling point and its unlock none, the cost of one
-//! atomic operation, while a push here takes two (claim, publish) and a pop two (load,
-//! CAS). The keep-alive models gained from the parker stand-in (a `loom::sync::Notify`,
-//! one scheduling point per park or unpark instead of a mutex and a condvar: 40% fewer
-//! executions). The bounds below keep the whole suite within a few minutes (times measured
-//! on 2 cores shared with other jobs).
+//! about threefold per extra preemption (`put_vs_retire`: 23 000 executions at 4, 84 000
+//! at 5, 248 000 at 6, 641 000 at 7), so the unbounded runs do not finish in 10 minutes.
+//!
+//! Under loom, `SegQueue` is a loom `Mutex<VecDeque>` (`src/sync/loom.rs`). That costs one
+//! scheduling point per push, pop or emptiness check, not two: loom 0.7 branches on an
+//! uncontended `lock` but not on the unlock, and nothing inside the lock is a scheduling
+//! point, so the lock is as cheap as one atomic operation. A lock-free stand-in built from
+//! loom atomics (commit 23b66c6: one word with head, tail and per-slot ready bits) made the
+//! models bigger, not smaller: a push and a pop cost two scheduling points each, and its
+//! loads may read stale values (`put_vs_retire` at 5: 120 000 executions instead of 84 000;
+//! `two_wait_idles_vs_drain_end` at 2: 898 000 instead of 143 000). What shrank the
+//! keep-alive models is the parker stand-in: a timed park is one yield, without taking the
+//! token under the lock before and after it (`keep_alive_timeout_vs_put` at 4: 119 000
+//! executions instead of 195 000). The bounds below keep the whole suite within about four
+//! minutes; times are measured on 2 cores shared with other jobs.
 #![cfg(loom)]
 
 mod util;
@@ -40,10 +43,11 @@ fn zero_keep_alive() -> ActionQueue {
 /// after `swap(PARKED)`, or making its retiring CAS a plain store, fails this model (a
 /// deadlock: the second action is stranded) from 2 preemptions up.
 ///
-/// Bounded to 6 preemptions: 27 s, 373 000 executions (5: 11 s; 7 would take about 90 s).
+/// Bounded to 7 preemptions: 33 s, 641 000 executions (6: 13 s; before the parker change,
+/// 5: 4-8 s).
 #[test]
 fn put_vs_retire() {
-    bounded(6, || {
+    bounded(7, || {
         let queue = zero_keep_alive();
         let log = Arc::new(AtomicUsize::new(0));
         let first = log.clone();
@@ -59,8 +63,9 @@ fn put_vs_retire() {
 
 /// Two producers' puts ∥ a retiring worker: every action runs exactly once.
 ///
-/// Bounded to 3 preemptions: two producers plus up to two worker incarnations; 45 s, 635 000
-/// executions (2: 5 s; 4 would take several minutes).
+/// Bounded to 3 preemptions: two producers plus up to two worker incarnations; 30-32 s,
+/// 451 000 executions (2: 57 000; at eightfold per preemption, 4 would take about 4
+/// minutes).
 #[test]
 fn two_puts_vs_retire() {
     bounded(3, || {
@@ -84,7 +89,7 @@ fn two_puts_vs_retire() {
 /// A keep-alive park timing out ∥ a put: the put either unparks the lingering worker (the
 /// retiring CAS fails) or finds it retired and spawns a new one; the action runs either way.
 ///
-/// Bounded to 5 preemptions: 50 s, 626 000 executions (4: 11 s; 6 would take minutes).
+/// Bounded to 5 preemptions: 29 s, 573 000 executions (4: 11 s; 6: 120 s, 2 257 000).
 #[test]
 fn keep_alive_timeout_vs_put() {
     bounded(5, || {
@@ -150,7 +155,7 @@ fn action_drops_its_own_queue() {
 /// its state RUNNING; a zero-timeout `wait_idle` must still say idle, since the queue is
 /// empty and no action runs. Fails on ed2d89b (whose check read the worker state).
 ///
-/// Bounded to 5 preemptions: 5.5-10 s on 2 shared cores (3: 0.2 s).
+/// Bounded to 5 preemptions: 5-10 s on 2 shared cores (3: 0.2 s).
 #[test]
 fn wait_idle_vs_lingering_worker() {
     bounded(5, || {
@@ -179,7 +184,7 @@ fn wait_idle_vs_lingering_worker() {
 /// retires only when the queue is dropped: one worker incarnation, which keeps the model
 /// within loom's five threads (with retirements, each marker could need a new worker).
 ///
-/// Bounded to 2 preemptions: 9-18 s on 2 shared cores (3: 456 s).
+/// Bounded to 2 preemptions: 10-12 s on 2 shared cores, 143 000 executions (3: 456 s).
 #[test]
 fn two_wait_idles_vs_drain_end() {
     bounded(2, || {

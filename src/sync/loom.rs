@@ -76,190 +76,43 @@ impl Spin {
     pub(crate) fn snooze(&self) {}
 }
 
-/// The action queue's FIFO under loom: `SegQueue`'s interface and guarantees, built from
-/// loom atomics so that loom sees every step (it cannot see the plain atomics inside
-/// `crossbeam_queue::SegQueue`). See [`segqueue`] for the design.
-pub(crate) use segqueue::SegQueue;
+/// The action queue's FIFO: a loom-visible `Mutex<VecDeque>` with `SegQueue`'s interface
+/// (loom cannot see the plain atomics inside `crossbeam_queue::SegQueue`).
+///
+/// Each push, pop and `is_empty` is one loom scheduling point (loom 0.7 branches on an
+/// uncontended `lock`, not on the unlock, and no thread can be preempted while holding the
+/// lock, since nothing inside it is a scheduling point), as cheap as one atomic operation,
+/// and at least as strong as what the worker's ORDERING comments cite: the loom mutex is
+/// SeqCst, so a pop is a release operation and `is_empty` reads the queue as the last push
+/// or pop left it. A lock-free stand-in (one atomic word with head, tail and ready bits)
+/// was tried (commit 23b66c6): a push and a pop cost two scheduling points each and its
+/// loads may read stale values, so the models grew (`put_vs_retire` by 35-45%,
+/// `two_wait_idles_vs_drain_end` sixfold).
+pub(crate) struct SegQueue<T>(loom::sync::Mutex<std::collections::VecDeque<T>>);
 
-mod segqueue {
-    //! A loom stand-in for `crossbeam_queue::SegQueue`: an array of [`CAPACITY`] slots,
-    //! each used once, and one atomic word, `state`, that holds the head index (slots
-    //! popped), the tail index (slots claimed by pushes) and one *ready* bit per slot (its
-    //! value is written):
-    //!
-    //! ```text
-    //! push: claim slot `tail` (fetch_add on tail) ─> write the slot ─> set its ready bit (fetch_or)
-    //! pop:  load state: head == tail → None; head's ready bit clear → a push is writing it:
-    //!       yield and look again; set → CAS head → head + 1, then move the value out
-    //! is_empty: load state: head == tail
-    //! ```
-    //!
-    //! One word keeps each operation at one or two loom scheduling points (a push two, a pop
-    //! that finds an element two, an empty pop and `is_empty` one), and lets loom's partial
-    //! order reduction treat two loads of it as independent. Slots are never reused, so there
-    //! is no ABA and no per-slot sequence number: a queue takes at most [`CAPACITY`] pushes
-    //! in its life (a model puts a handful of actions; one that puts more fails with a
-    //! message that says so).
-    //!
-    //! What the worker protocol relies on (`queue/worker.rs`, `queue/idle.rs`), and why it
-    //! holds here, at least as strongly as in `SegQueue`:
-    //! - MPMC: pushes claim distinct slots with an RMW; pops claim the head with a CAS, so any
-    //!   number of threads may push, pop and ask `is_empty` at once.
-    //! - FIFO and linearisable: every push, pop and `is_empty` reads or read-modify-writes the
-    //!   one word, so they are totally ordered (its modification order). A push is in the
-    //!   queue from its claim: `is_empty` then says `false` and a pop waits for the write, as
-    //!   `SegQueue`'s does (it spins on the slot's WRITE bit).
-    //! - orderings: every operation on the word is SeqCst (`SegQueue`: SeqCst claims and
-    //!   pops, a Release WRITE bit, SeqCst loads in `is_empty`, Acquire in `pop`). A pop's CAS
-    //!   is a release operation, and every later change of the word is an RMW (in its release
-    //!   sequence), so an `is_empty` (or anything else) that reads the word as that pop or
-    //!   any later operation left it synchronises with the pop and with everything the
-    //!   popping thread did before it (the worker's `busy = true`).
-    //! - the remaining elements are dropped with the queue.
-
-    use loom::cell::UnsafeCell;
-    use loom::sync::atomic::{AtomicUsize, Ordering};
-    use std::mem::MaybeUninit;
-
-    /// How many pushes a queue takes in its life (slots are not reused).
-    pub(super) const CAPACITY: usize = 8;
-
-    /// Bits 8..16 of `state`: the head, the number of slots popped.
-    const HEAD_SHIFT: u32 = 8;
-    /// Bits 16.. of `state`: the tail, the number of slots claimed by pushes (it may pass
-    /// `CAPACITY` in a model that overflows the queue, which then panics).
-    const TAIL_SHIFT: u32 = 16;
-    const ONE_HEAD: usize = 1 << HEAD_SHIFT;
-    const ONE_TAIL: usize = 1 << TAIL_SHIFT;
-
-    fn head(state: usize) -> usize {
-        (state >> HEAD_SHIFT) & 0xff
+impl<T> SegQueue<T> {
+    pub(crate) fn new() -> Self {
+        SegQueue(loom::sync::Mutex::new(std::collections::VecDeque::new()))
     }
 
-    fn tail(state: usize) -> usize {
-        state >> TAIL_SHIFT
+    pub(crate) fn push(&self, value: T) {
+        self.0.lock().unwrap().push_back(value);
     }
 
-    fn ready(state: usize, slot: usize) -> bool {
-        state & (1 << slot) != 0
+    pub(crate) fn pop(&self) -> Option<T> {
+        self.0.lock().unwrap().pop_front()
     }
 
-    pub(crate) struct SegQueue<T> {
-        /// Head, tail and ready bits; see the module docs.
-        state: AtomicUsize,
-        /// Slot `i` holds a value from its ready bit until a pop moves head past `i`.
-        slots: [UnsafeCell<MaybeUninit<T>>; CAPACITY],
-    }
-
-    // SAFETY: a value is moved in by one thread (its pusher) and out by another (its popper
-    // or the queue's drop), as in `crossbeam_queue::SegQueue`, which is `Send + Sync` for
-    // `T: Send`; the hand-over goes through `state` (see `push` and `pop`).
-    unsafe impl<T: Send> Send for SegQueue<T> {}
-    // SAFETY: as above; every shared access to a slot is ordered by `state`.
-    unsafe impl<T: Send> Sync for SegQueue<T> {}
-
-    impl<T> SegQueue<T> {
-        pub(crate) fn new() -> Self {
-            SegQueue {
-                state: AtomicUsize::new(0),
-                slots: std::array::from_fn(|_| UnsafeCell::new(MaybeUninit::uninit())),
-            }
-        }
-
-        pub(crate) fn push(&self, value: T) {
-            // Claim the slot at the tail. ORDERING: SeqCst, as `SegQueue`'s claim: the
-            // push is in the queue from here (`is_empty` says `false`, a pop waits for the
-            // write). The value is published by the fetch_or below, not here.
-            let slot = tail(self.state.fetch_add(ONE_TAIL, Ordering::SeqCst));
-            assert!(
-                slot < CAPACITY,
-                "loom stand-in for SegQueue: more than {CAPACITY} pushes in one queue's life; \
-                 raise CAPACITY in src/sync/loom.rs or put fewer actions in the model"
-            );
-            self.slots[slot].with_mut(|cell| {
-                // SAFETY: the claim gave this slot to us alone: no pop touches it before its
-                // ready bit is set below, and slots are never reused.
-                unsafe { (*cell).write(value) };
-            });
-            // Publish the value. ORDERING: SeqCst (Release would do, as `SegQueue`'s WRITE
-            // bit): a pop that reads this bit (Acquire or stronger) sees the write above.
-            self.state.fetch_or(1 << slot, Ordering::SeqCst);
-        }
-
-        pub(crate) fn pop(&self) -> Option<T> {
-            // ORDERING: SeqCst (`SegQueue`: Acquire): reading a ready bit set by a push (or
-            // any later RMW of the word, all in that push's release sequence) makes the
-            // push's write of the slot visible.
-            let mut state = self.state.load(Ordering::SeqCst);
-            loop {
-                let slot = head(state);
-                if slot == tail(state) {
-                    return None;
-                }
-                if !ready(state, slot) {
-                    // Claimed, not written yet: wait for the push, as `SegQueue` does.
-                    loom::thread::yield_now();
-                    // ORDERING: SeqCst, as the first load.
-                    state = self.state.load(Ordering::SeqCst);
-                    continue;
-                }
-                // Take the slot. ORDERING: SeqCst (as `SegQueue`'s pop), so the pop is a
-                // release operation: whoever reads the word as we leave it (or later) sees
-                // what this thread did before; Acquire, as the load above.
-                match self.state.compare_exchange(
-                    state,
-                    state + ONE_HEAD,
-                    Ordering::SeqCst,
-                    Ordering::SeqCst,
-                ) {
-                    Ok(_) => {
-                        return Some(self.slots[slot].with_mut(|cell| {
-                            // SAFETY: the slot's ready bit was set (the value is written,
-                            // and our Acquire made the write visible), and our CAS moved
-                            // the head past it: no other pop, and not the drop, reads it
-                            // again, and no push writes it again (slots are not reused).
-                            unsafe { (*cell).assume_init_read() }
-                        }));
-                    }
-                    // Another pop or a push changed the word: look again at what it holds.
-                    Err(now) => state = now,
-                }
-            }
-        }
-
-        pub(crate) fn is_empty(&self) -> bool {
-            // ORDERING: SeqCst, as `SegQueue`'s `is_empty`: reads the word as the last push
-            // or pop left it (loom may serve an older value where the memory model allows),
-            // and synchronises with that pop (see the module docs).
-            let state = self.state.load(Ordering::SeqCst);
-            head(state) == tail(state)
-        }
-    }
-
-    impl<T> Drop for SegQueue<T> {
-        fn drop(&mut self) {
-            let state = self.state.with_mut(|state| *state);
-            for slot in head(state)..tail(state).min(CAPACITY) {
-                if ready(state, slot) {
-                    self.slots[slot].with_mut(|cell| {
-                        // SAFETY: `&mut self`: no push or pop runs. The slot is between the
-                        // head and the tail and its ready bit is set, so it holds a value that
-                        // no pop moved out; it is dropped once, here.
-                        unsafe { (*cell).assume_init_drop() };
-                    });
-                }
-            }
-        }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.lock().unwrap().is_empty()
     }
 }
 
-/// A parking spot that outlives any one thread, as `crossbeam_utils::sync::Parker`: a
-/// `loom::sync::Notify` (one loom scheduling point per park or unpark; its token is loom's
-/// `notified` flag, and an unpark synchronises with the park it ends). Loom lets a park on it
-/// return spuriously once, which the worker's park loop must survive (it re-checks the
-/// state). The `Arc` is std's: it only shares the loom object between the parker and its
-/// unparkers, and publishes nothing.
-type ParkSpot = std::sync::Arc<loom::sync::Notify>;
+/// A parking spot that outlives any one thread, as `crossbeam_utils::sync::Parker`: a loom
+/// `Mutex<bool>` (the token) + `Condvar` stand-in whose timed park yields once and reports a
+/// timeout. The `Arc` is std's: it only shares the loom objects between the parker and its
+/// unparkers and publishes nothing, so loom need not branch on its counts.
+type ParkSpot = std::sync::Arc<(loom::sync::Mutex<bool>, loom::sync::Condvar)>;
 
 pub(crate) struct Parker(ParkSpot);
 
@@ -268,30 +121,37 @@ pub(crate) struct Unparker(ParkSpot);
 
 impl Parker {
     pub(crate) fn new() -> Self {
-        Parker(std::sync::Arc::new(loom::sync::Notify::new()))
+        Parker(std::sync::Arc::new((
+            loom::sync::Mutex::new(false),
+            loom::sync::Condvar::new(),
+        )))
     }
 
     pub(crate) fn unparker(&self) -> Unparker {
         Unparker(self.0.clone())
     }
 
-    /// Takes the token, or waits for one (or returns spuriously, once per parker).
     pub(crate) fn park(&self) {
-        self.0.wait();
+        let mut token = self.0 .0.lock().unwrap();
+        while !*token {
+            token = self.0 .1.wait(token).unwrap();
+        }
+        *token = false;
     }
 
-    /// Under loom: yields once and returns (loom has no clock). A token stays for the next
+    /// Under loom: yields once and returns, without the lock (one scheduling point, where
+    /// taking the token before and after the yield cost three). A token stays for the next
     /// untimed park, as when a real timed park returns just before an unpark lands; the
-    /// worker treats a spare token as a spurious wake-up.
+    /// worker treats a spare token as a spurious wake-up (it re-checks the state).
     pub(crate) fn park_deadline(&self, _deadline: std::time::Instant) {
         loom::thread::yield_now();
     }
 }
 
 impl Unparker {
-    /// Leaves the token and wakes the parked thread, if any.
     pub(crate) fn unpark(&self) {
-        self.0.notify();
+        *self.0 .0.lock().unwrap() = true;
+        self.0 .1.notify_one();
     }
 }
 
