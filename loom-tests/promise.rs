@@ -84,8 +84,9 @@ fn set_vs_then() {
 /// then ∥ then ∥ set: both callbacks run exactly once.
 ///
 /// Three threads: bounded to 3 preemptions (`bounded`), which covers every interleaving of
-/// the two registrations' CAS loops with the setter's publish and close; the exhaustive run
-/// did not finish in 10 minutes.
+/// the two registrations' CAS loops with the setter's publish and close: 21 s on 2 shared
+/// cores; 4 takes 197 s, over the suite's budget; the exhaustive run did not finish in 10
+/// minutes.
 #[test]
 fn then_vs_then_vs_set() {
     bounded(3, || {
@@ -228,8 +229,9 @@ fn async_wait_vs_abandon() {
 /// A second, untimed waiter on the same handle is woken though the timed-out waiter's prune
 /// may have the stack taken out while the set publishes.
 ///
-/// Four threads' worth of interleavings: bounded to 4 preemptions (about 25 s; the exhaustive
-/// run did not finish in 10 minutes). This model found a use-after-free in the prune (the
+/// Four threads' worth of interleavings: bounded to 4 preemptions (about 23 s on 2 shared
+/// cores; 5 takes 205 s, over the suite's budget; the exhaustive run did not finish in 10
+/// minutes). This model found a use-after-free in the prune (the
 /// kept tail still pointed at a freed node when the splice found the promise done).
 #[test]
 fn timed_out_wait_vs_set_vs_waiter() {
@@ -249,10 +251,11 @@ fn timed_out_wait_vs_set_vs_waiter() {
 /// A timed-out waiter's prune ∥ abandonment ∥ an untimed waiter: the untimed waiter still
 /// learns of the abandonment.
 ///
-/// Bounded to 3 preemptions (about 30 s; the exhaustive run did not finish in 10 minutes).
+/// Bounded to 4 preemptions: 47 s on 2 shared cores (3: 6 s; 5 would take minutes); the
+/// exhaustive run did not finish in 10 minutes.
 #[test]
 fn timed_out_wait_vs_abandon_vs_waiter() {
-    bounded(3, || {
+    bounded(4, || {
         let p = Arc::new(P::with_setter(None));
         let other = P::clone(&p);
         let waiter = p.clone();

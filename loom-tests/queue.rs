@@ -6,13 +6,23 @@
 //! keep-alive park yields once and then times out, so the linger-then-retire path is
 //! explored without a clock.
 //!
-//! The queue models are bounded (`LOOM_MAX_PREEMPTIONS`-style, set per test): each has the
-//! main thread plus one to three worker incarnations, and the loom stand-in for `SegQueue`
-//! (a loom `Mutex<VecDeque>`) makes every push, pop and emptiness check a scheduling point,
-//! so the state space grows about fourfold per extra preemption (`put_vs_retire`: 0.2 s at
-//! 2, 1.8 s at 4, 6 s at 5, 22 s at 6) and the unbounded run does not finish in 10
-//! minutes. The bounds below keep the whole suite within a few minutes (about 1.5 minutes
-//! for the eight models on 2 shared cores).
+//! The queue models are bounded (a preemption bound set per test, printed by `bounded`): each
+//! has the main thread plus one to three worker incarnations, and the state space grows
+//! about threefold per extra preemption (`put_vs_retire`: 23 000 executions at 4, 84 000
+//! at 5, 248 000 at 6, 641 000 at 7), so the unbounded runs do not finish in 10 minutes.
+//!
+//! Under loom, `SegQueue` is a loom `Mutex<VecDeque>` (`src/sync/loom.rs`). That costs one
+//! scheduling point per push, pop or emptiness check, not two: loom 0.7 branches on an
+//! uncontended `lock` but not on the unlock, and nothing inside the lock is a scheduling
+//! point, so the lock is as cheap as one atomic operation. A lock-free stand-in built from
+//! loom atomics (commit 23b66c6: one word with head, tail and per-slot ready bits) made the
+//! models bigger, not smaller: a push and a pop cost two scheduling points each, and its
+//! loads may read stale values (`put_vs_retire` at 5: 120 000 executions instead of 84 000;
+//! `two_wait_idles_vs_drain_end` at 2: 898 000 instead of 143 000). What shrank the
+//! keep-alive models is the parker stand-in: a timed park is one yield, without taking the
+//! token under the lock before and after it (`keep_alive_timeout_vs_put` at 4: 119 000
+//! executions instead of 195 000). The bounds below keep the whole suite within about four
+//! minutes; times are measured on 2 cores shared with other jobs.
 #![cfg(loom)]
 
 mod util;
@@ -29,10 +39,15 @@ fn zero_keep_alive() -> ActionQueue {
 }
 
 /// put ∥ retire (the lost wake-up): the worker runs the first action and retires while the
-/// second is put; the second must run, after the first.
+/// second is put; the second must run, after the first. Skipping the worker's re-check
+/// after `swap(PARKED)`, or making its retiring CAS a plain store, fails this model (a
+/// deadlock: the second action is stranded) from 2 preemptions up.
+///
+/// Bounded to 7 preemptions: 33 s, 641 000 executions (6: 13 s; before the parker change,
+/// 5: 4-8 s).
 #[test]
 fn put_vs_retire() {
-    bounded(5, || {
+    bounded(7, || {
         let queue = zero_keep_alive();
         let log = Arc::new(AtomicUsize::new(0));
         let first = log.clone();
@@ -48,7 +63,9 @@ fn put_vs_retire() {
 
 /// Two producers' puts ∥ a retiring worker: every action runs exactly once.
 ///
-/// Bounded to 3 preemptions: two producers plus up to two worker incarnations.
+/// Bounded to 3 preemptions: two producers plus up to two worker incarnations; 30-32 s,
+/// 451 000 executions (2: 57 000; at eightfold per preemption, 4 would take about 4
+/// minutes).
 #[test]
 fn two_puts_vs_retire() {
     bounded(3, || {
@@ -71,9 +88,11 @@ fn two_puts_vs_retire() {
 
 /// A keep-alive park timing out ∥ a put: the put either unparks the lingering worker (the
 /// retiring CAS fails) or finds it retired and spawns a new one; the action runs either way.
+///
+/// Bounded to 5 preemptions: 29 s, 573 000 executions (4: 11 s; 6: 120 s, 2 257 000).
 #[test]
 fn keep_alive_timeout_vs_put() {
-    bounded(4, || {
+    bounded(5, || {
         let queue = ActionQueue::builder()
             .keep_alive(Duration::from_secs(1))
             .build();
@@ -136,7 +155,7 @@ fn action_drops_its_own_queue() {
 /// its state RUNNING; a zero-timeout `wait_idle` must still say idle, since the queue is
 /// empty and no action runs. Fails on ed2d89b (whose check read the worker state).
 ///
-/// Bounded to 5 preemptions: 5.5-10 s on 2 shared cores (3: 0.2 s).
+/// Bounded to 5 preemptions: 5-10 s on 2 shared cores (3: 0.2 s).
 #[test]
 fn wait_idle_vs_lingering_worker() {
     bounded(5, || {
@@ -165,7 +184,7 @@ fn wait_idle_vs_lingering_worker() {
 /// retires only when the queue is dropped: one worker incarnation, which keeps the model
 /// within loom's five threads (with retirements, each marker could need a new worker).
 ///
-/// Bounded to 2 preemptions: 9-18 s on 2 shared cores (3: 456 s).
+/// Bounded to 2 preemptions: 10-12 s on 2 shared cores, 143 000 executions (3: 456 s).
 #[test]
 fn two_wait_idles_vs_drain_end() {
     bounded(2, || {
