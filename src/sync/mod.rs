@@ -120,8 +120,9 @@ impl UnparkerCell {
     }
 
     /// Parks on the parker until unparked, or until `deadline` if there is one; returns
-    /// `true` when the deadline has passed. Under loom a timed park yields once and reports
-    /// a timeout unless a token was already there.
+    /// `true` when the deadline has passed. Under loom a timed park yields once and always
+    /// reports a timeout (a token left behind is then seen by the worker as a spurious
+    /// wake-up: it re-checks the state).
     ///
     /// # Safety
     ///
