@@ -123,35 +123,13 @@ pub async fn run() {
     println!("5. ActionQueue::submit awaited from a task: a value, and a caught panic");
 }
 
-/// Prints the library's `log` reports (a panicking callback or `put` action, a failed spawn)
-/// as `[LEVEL] message` on stderr. Without a logger they would go nowhere; a real program would
-/// use a logging crate such as `env_logger` instead.
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            eprintln!("[{}] {}", record.level(), record.args());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-fn install_logger() {
-    static LOGGER: StderrLogger = StderrLogger;
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
-}
-
 #[tokio::main]
 async fn main() {
     install_logger();
     run().await;
     println!("async interop: all checks passed");
 }
+
+#[path = "support/stderr_logger.rs"]
+mod stderr_logger;
+use stderr_logger::install_logger;

@@ -510,32 +510,6 @@ fn requested_size() -> Result<u64, String> {
     }
 }
 
-/// Prints the library's `log` reports (a panicking callback or `put` action, a failed spawn)
-/// as `[LEVEL] message` on stderr. Without a logger they would go nowhere; a real program would use a logging
-/// crate such as `env_logger` instead.
-struct StderrLogger;
-
-impl log::Log for StderrLogger {
-    fn enabled(&self, metadata: &log::Metadata) -> bool {
-        metadata.level() <= log::Level::Info
-    }
-
-    fn log(&self, record: &log::Record) {
-        if self.enabled(record.metadata()) {
-            eprintln!("[{}] {}", record.level(), record.args());
-        }
-    }
-
-    fn flush(&self) {}
-}
-
-fn install_logger() {
-    static LOGGER: StderrLogger = StderrLogger;
-    if log::set_logger(&LOGGER).is_ok() {
-        log::set_max_level(log::LevelFilter::Info);
-    }
-}
-
 fn main() {
     install_logger();
     let requests = match requested_size() {
@@ -557,3 +531,7 @@ fn main() {
         std::process::exit(1);
     }
 }
+
+#[path = "support/stderr_logger.rs"]
+mod stderr_logger;
+use stderr_logger::install_logger;

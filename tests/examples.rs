@@ -8,7 +8,11 @@
 //! has settled, so a slow machine can only make a request settle late, never make the check
 //! fail (one test runs the tour with a zero timeout to show it).
 
-#![cfg(not(loom))] // tokio does not build under `--cfg loom`, and the examples need real threads
+#![cfg(not(loom))]
+// tokio does not build under `--cfg loom`, and the examples need real threads
+// Each example is a program of its own that includes `examples/support/stderr_logger.rs`;
+// compiling both into this one test loads that small file twice, on purpose.
+#![allow(clippy::duplicate_mod)]
 
 #[allow(dead_code)] // the example's `main` and the fields only `main` reads
 #[path = "../examples/tour.rs"]
