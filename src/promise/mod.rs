@@ -839,7 +839,7 @@ impl<T, E> fmt::Debug for Promise<T, E> {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -104,7 +104,7 @@ unsafe fn call_boxed<F: FnOnce()>(data: *mut Storage, run: bool) {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::Action;
     use std::sync::atomic::{AtomicUsize, Ordering};

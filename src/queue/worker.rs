@@ -462,7 +462,7 @@ fn worker_fault(shared: &Shared) {
     }
 }
 
-#[cfg(all(test, not(loom)))]
+#[cfg(test)]
 mod tests {
     use super::super::ActionQueue;
     use crate::sync::spawn_faults;

@@ -20,6 +20,11 @@
 //! - `UnsafeCell` is loom's, which checks every access for data races; the std backend
 //!   gives `std::cell::UnsafeCell` the same `with`/`with_mut` interface.
 //!
+//! The unit tests in `src/` (`#[cfg(test)]`) exercise the std backend: the loom models are
+//! the integration tests in `loom-tests/`, which build the library without `cfg(test)`. So
+//! run `cargo test --lib` without `--cfg loom` (with it, the unit tests would use loom's
+//! types outside a model, which loom refuses).
+//!
 //! Common to both backends, and defined here: the poison-free [`lock`], [`deadline_passed`],
 //! the worker's [`UnparkerCell`], [`spawn_worker`] (with the tests' spawn-fault hook), and
 //! the two std types that loom need not see ([`StdAtomicUsize`], [`StdOnce`]).
