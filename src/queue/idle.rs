@@ -22,9 +22,8 @@
 //! worker that cannot start.
 
 use super::action::Action;
-use super::worker::{Shared, WorkerState};
 use crate::setter::{current_queue, Setter};
-use crate::sync::{self, Arc, Ordering};
+use crate::sync::{self, Mutex};
 use crate::Promise;
 use std::cell::Cell;
 use std::mem;
@@ -37,7 +36,7 @@ sync::thread_locals! {
 }
 
 /// Called by the worker at the end of each drain: whether the marker ran in it (then the
-/// worker calls [`Shared::wake_idle_waiters`]); lowers the flag.
+/// worker calls [`IdleWait::marker_drain_ended`]); lowers the flag.
 pub(super) fn take_marker_ran() -> bool {
     MARKER_RAN.with(|ran| ran.replace(false))
 }
@@ -50,21 +49,48 @@ pub(super) fn take_marker_ran_on_exit() -> bool {
         .unwrap_or(false)
 }
 
-/// What the [`ActionQueue::wait_idle`](super::ActionQueue::wait_idle) callers share, under `Shared::idle`'s lock.
+/// The marker action: it only raises [`MARKER_RAN`] on the worker thread that runs it.
+pub(super) fn marker() -> Action {
+    Action::new(|| MARKER_RAN.with(|ran| ran.set(true)))
+}
+
+/// What a queue offers this module: its identity, the idle check, and the worker-side steps
+/// of the protocol. The worker's module implements it, so this one needs nothing of the
+/// worker's internals.
+pub(super) trait Host {
+    /// The queue's id: waiting from inside one of its actions can never succeed.
+    fn queue_id(&self) -> usize;
+    /// Whether the queue is empty and no action runs (see the module docs for the reads).
+    fn is_idle(&self) -> bool;
+    /// The waiters' shared state.
+    fn idle_wait(&self) -> &IdleWait;
+    /// Queues the marker behind everything queued so far, and makes sure a worker will run
+    /// it (as `put` does).
+    fn queue_marker(&self);
+    /// If no worker exists while actions are queued (an earlier spawn failed, or a `put` is
+    /// between its push and its swap), tries to start one; a failure fails the signal.
+    fn retry_stalled_spawn(&self);
+}
+
+/// What the [`ActionQueue::wait_idle`](super::ActionQueue::wait_idle) callers share, under
+/// its lock.
 ///
 /// Why a registered caller is always woken: it registers on `signal` with `marker_queued`
-/// set, and then (outside the lock) runs `ensure_worker`. The marker is in the queue, or
-/// runs in the worker's current drain, until the worker clears `marker_queued` under the
-/// lock at the end of that drain, taking the signal; so that lock comes after the caller's,
-/// and its signal is the one set. The marker runs unless no worker can be spawned: then the
-/// caller's own `ensure_worker` spawns and fails, or it read RUNNING from a spawner that has
-/// not yet given the state back. A failing spawner writes IDLE and only then takes the
-/// signal under the lock; had that lock come before the caller's, the IDLE store would
-/// happen before the caller's swap, which could not then read the RUNNING before it. Either
-/// way the failure path takes and fails the caller's signal. A worker that dies takes the
+/// set, and then (outside the lock) makes sure a worker runs the marker. The marker is in the
+/// queue, or runs in the worker's current drain, until the worker clears `marker_queued`
+/// under the lock at the end of that drain, taking the signal; so that lock comes after the
+/// caller's, and its signal is the one set. The marker runs unless no worker can be spawned:
+/// then the caller's own spawn attempt fails, or it read RUNNING from a spawner that has not
+/// yet given the state back. A failing spawner writes IDLE and only then takes the signal
+/// under the lock; had that lock come before the caller's, the IDLE store would happen
+/// before the caller's swap, which could not then read the RUNNING before it. Either way the
+/// failure path takes and fails the caller's signal. A worker that dies takes the
 /// end-of-drain step in its exit guard.
 #[derive(Default)]
-pub(super) struct IdleWait {
+pub(super) struct IdleWait(Mutex<IdleState>);
+
+#[derive(Default)]
+struct IdleState {
     /// The pending promise the current waiters wait on: set (`Ok`) at the end of the drain
     /// that ran the marker, failed (`Err`) when a spawn fails. Always pending while here: it
     /// is taken out before it is set, and the next caller makes a new one.
@@ -73,84 +99,24 @@ pub(super) struct IdleWait {
     marker_queued: bool,
 }
 
-/// [`ActionQueue::wait_idle`](super::ActionQueue::wait_idle): see its docs for the contract
-/// and the module docs for the mechanism.
-pub(super) fn wait_idle(shared: &Arc<Shared>, timeout: Duration) -> bool {
-    if current_queue() == Some(shared.id) {
-        return false;
-    }
-    if shared.is_idle() {
-        return true;
-    }
-    let deadline = Instant::now().checked_add(timeout);
-    loop {
-        if sync::deadline_passed(deadline) {
-            // A poll (or a deadline already passed): answer without queueing a marker.
-            return false;
-        }
-        let signal = Shared::idle_signal(shared);
-        let remaining = match deadline {
-            None => Duration::MAX,
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
-        };
-        if signal.result(remaining).is_err() {
-            // Timed out, or a spawn failed (the signal's error): answer as things stand.
-            return shared.is_idle();
-        }
-        // The worker ended the drain that ran the marker: idle, unless new work came in.
-        if shared.is_idle() {
-            return true;
-        }
-    }
-}
-
-impl Shared {
-    /// Whether the queue is empty and no action runs. The order of the two reads matters;
-    /// see the module docs.
-    fn is_idle(&self) -> bool {
-        // ORDERING: Acquire pairs with the worker's Release store of `false` after a drain;
-        // `true` needs no more than the queue's own synchronisation (see `work`).
-        self.actions.is_empty() && !self.busy.load(Ordering::Acquire)
-    }
-
-    /// Registers a `wait_idle` caller: returns the shared signal, once the marker is queued
-    /// and a worker exists to run it (or a failed spawn has failed the signal). See
-    /// `IdleWait` for why the caller is always woken.
-    #[cold]
-    fn idle_signal(this: &Arc<Self>) -> Promise<(), ()> {
-        let (signal, queue_marker) = {
-            let mut idle = sync::lock(&this.idle);
-            let signal = idle
-                .signal
-                .get_or_insert_with(|| Promise::with_setter_kind(Setter::Nobody))
-                .clone();
-            (signal, !mem::replace(&mut idle.marker_queued, true))
-        };
-        if queue_marker {
-            this.actions
-                .push(Action::new(|| MARKER_RAN.with(|ran| ran.set(true))));
-            Shared::ensure_worker(this);
-            return signal;
-        }
-        // An earlier caller queued the marker. If no worker is there to run it, its spawn
-        // failed (or a `put` is between its push and its swap): try again, and if that fails
-        // too, the failure path fails our signal. Had we read a spawner's RUNNING instead,
-        // that spawner succeeds (a worker runs the marker) or fails after our registration
-        // (see `IdleWait`) and fails our signal.
-        // ORDERING: Acquire: a failing spawner writes IDLE before it takes the signal under
-        // the lock; if that lock came before ours, we read its IDLE (or a later write).
-        if this.state.load(Ordering::Acquire) == WorkerState::Idle && !this.actions.is_empty() {
-            Shared::ensure_worker(this);
-        }
-        signal
+impl IdleWait {
+    /// Registers a caller: the shared signal, and whether this caller must queue the marker
+    /// (none is queued yet).
+    fn register(&self) -> (Promise<(), ()>, bool) {
+        let mut idle = sync::lock(&self.0);
+        let signal = idle
+            .signal
+            .get_or_insert_with(|| Promise::with_setter_kind(Setter::Nobody))
+            .clone();
+        (signal, !mem::replace(&mut idle.marker_queued, true))
     }
 
     /// The end of a drain in which the marker ran: no marker is queued any more, and the
     /// waiters registered so far are woken to check again.
     #[cold]
-    pub(super) fn wake_idle_waiters(&self) {
+    pub(super) fn marker_drain_ended(&self) {
         let signal = {
-            let mut idle = sync::lock(&self.idle);
+            let mut idle = sync::lock(&self.0);
             idle.marker_queued = false;
             idle.signal.take()
         };
@@ -163,10 +129,60 @@ impl Shared {
     /// waiters registered so far are told at once. The marker stays queued, and
     /// `marker_queued` set: it runs once a later spawn succeeds.
     #[cold]
-    pub(super) fn fail_idle_waiters(&self) {
-        let signal = sync::lock(&self.idle).signal.take();
+    pub(super) fn spawn_failed(&self) {
+        let signal = sync::lock(&self.0).signal.take();
         if let Some(signal) = signal {
             let _ = signal.set_exception(());
         }
     }
+}
+
+/// [`ActionQueue::wait_idle`](super::ActionQueue::wait_idle): see its docs for the contract
+/// and the module docs for the mechanism.
+pub(super) fn wait_idle(host: &impl Host, timeout: Duration) -> bool {
+    if current_queue() == Some(host.queue_id()) {
+        return false;
+    }
+    if host.is_idle() {
+        return true;
+    }
+    let deadline = Instant::now().checked_add(timeout);
+    loop {
+        if sync::deadline_passed(deadline) {
+            // A poll (or a deadline already passed): answer without queueing a marker.
+            return false;
+        }
+        let signal = idle_signal(host);
+        let remaining = match deadline {
+            None => Duration::MAX,
+            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+        };
+        if signal.result(remaining).is_err() {
+            // Timed out, or a spawn failed (the signal's error): answer as things stand.
+            return host.is_idle();
+        }
+        // The worker ended the drain that ran the marker: idle, unless new work came in.
+        if host.is_idle() {
+            return true;
+        }
+    }
+}
+
+/// Registers a `wait_idle` caller: returns the shared signal, once the marker is queued and
+/// a worker exists to run it (or a failed spawn has failed the signal). See [`IdleWait`] for
+/// why the caller is always woken.
+#[cold]
+fn idle_signal(host: &impl Host) -> Promise<(), ()> {
+    let (signal, queue_marker) = host.idle_wait().register();
+    if queue_marker {
+        host.queue_marker();
+    } else {
+        // An earlier caller queued the marker. If no worker is there to run it, its spawn
+        // failed (or a `put` is between its push and its swap): try again, and if that fails
+        // too, the failure path fails our signal. Had we read a spawner's RUNNING instead,
+        // that spawner succeeds (a worker runs the marker) or fails after our registration
+        // (see `IdleWait`) and fails our signal.
+        host.retry_stalled_spawn();
+    }
+    signal
 }

@@ -498,7 +498,7 @@ impl Builder {
                 keep_alive: self.keep_alive,
                 panic_handler: self.panic_handler,
                 busy: AtomicBool::new(false),
-                idle: Mutex::new(IdleWait::default()),
+                idle: IdleWait::default(),
                 handles: AtomicUsize::new(1),
                 gone: Mutex::new(None),
                 #[cfg(test)]

@@ -156,7 +156,7 @@ pub(super) struct Shared {
     /// guard). With `actions.is_empty()` it makes the idle check; see the module docs.
     pub(super) busy: AtomicBool,
     /// What the `wait_idle` callers share.
-    pub(super) idle: Mutex<IdleWait>,
+    pub(super) idle: IdleWait,
     /// How many `ActionQueue` handles exist (the worker's `Arc` is not one): the last one
     /// to go closes the queue.
     pub(super) handles: AtomicUsize,
@@ -212,7 +212,7 @@ impl Shared {
         this.state.store(WorkerState::Idle, Ordering::Release);
         // Then (the order matters, see `IdleWait`) tell the `wait_idle` callers that the
         // queued actions cannot run for now.
-        this.fail_idle_waiters();
+        this.idle.spawn_failed();
         panics::report(format_args!(
             "orderslip: queue '{}' could not start its worker thread ({error}); its actions \
              stay queued and the next put will try again",
@@ -261,7 +261,7 @@ impl Shared {
                 // every effect of the actions of the drain.
                 this.busy.store(false, Ordering::Release);
                 if idle::take_marker_ran() {
-                    this.wake_idle_waiters();
+                    this.idle.marker_drain_ended();
                 }
             }
             // ORDERING: Acquire pairs with the Release store in `Drop for ActionQueue`.
@@ -386,7 +386,7 @@ impl Drop for WorkerExit {
         shared.state.swap(WorkerState::Idle, Ordering::AcqRel);
         // A marker ran in the drain that will not end: wake its waiters now.
         if idle::take_marker_ran_on_exit() {
-            shared.wake_idle_waiters();
+            shared.idle.marker_drain_ended();
         }
         if !shared.actions.is_empty() {
             // Actions are queued, and the `put`s whose swap came before ours will not start
@@ -399,6 +399,37 @@ impl Drop for WorkerExit {
              handed back and any queued actions go to a new worker",
             shared.name
         ));
+    }
+}
+
+/// The worker's side of `wait_idle` (see [`idle`]).
+impl idle::Host for Arc<Shared> {
+    fn queue_id(&self) -> usize {
+        self.id
+    }
+
+    fn is_idle(&self) -> bool {
+        // The order of the two reads matters; see `idle`'s module docs.
+        // ORDERING: Acquire pairs with the worker's Release store of `false` after a drain;
+        // `true` needs no more than the queue's own synchronisation (see `work`).
+        self.actions.is_empty() && !self.busy.load(Ordering::Acquire)
+    }
+
+    fn idle_wait(&self) -> &IdleWait {
+        &self.idle
+    }
+
+    fn queue_marker(&self) {
+        self.actions.push(idle::marker());
+        Shared::ensure_worker(self);
+    }
+
+    fn retry_stalled_spawn(&self) {
+        // ORDERING: Acquire: a failing spawner writes IDLE before it takes the signal under
+        // the lock; if that lock came before ours, we read its IDLE (or a later write).
+        if self.state.load(Ordering::Acquire) == WorkerState::Idle && !self.actions.is_empty() {
+            Shared::ensure_worker(self);
+        }
     }
 }
 
