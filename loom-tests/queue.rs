@@ -22,7 +22,7 @@
 //! keep-alive models is the parker stand-in: a timed park is one yield, without taking the
 //! token under the lock before and after it (`keep_alive_timeout_vs_put` at 4: 119 000
 //! executions instead of 195 000). The bounds below keep the loom step of CI within about
-//! 22 minutes on a 2-core machine (the whole `.ci/run` about 30); each test gives its time.
+//! 20 minutes on a 2-core machine (the whole `.ci/run` about 27); each test gives its time.
 #![cfg(loom)]
 
 mod util;
