@@ -197,6 +197,7 @@ impl Handles {
     /// Sets the count word by hand, for the overflow test.
     #[cfg(test)]
     pub(crate) fn set_count_for_test(&self, live: usize) {
+        // ORDERING: Relaxed: test set-up on a promise no other thread can see yet.
         self.count.store(live << 1 | CLONED, Ordering::Relaxed);
     }
 
