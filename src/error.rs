@@ -168,10 +168,12 @@ impl<E: fmt::Display> fmt::Display for PromiseError<E> {
 /// The inner error is printed by `Display`, so `source` is `None` (see the type's docs).
 impl<E: fmt::Display + fmt::Debug> Error for PromiseError<E> {}
 
-/// A second [`set_result`](crate::Promise::set_result) or
-/// [`set_exception`](crate::Promise::set_exception) on a promise that was already set (the
-/// original's `PromiseDoneError`). The first set wins; this error hands back the value that was
-/// refused.
+/// A refused [`set_result`](crate::Promise::set_result) or
+/// [`set_exception`](crate::Promise::set_exception): the promise was already set (the
+/// original's `PromiseDoneError`; the first set wins), or it is the promise end of a
+/// [`channel`](crate::Promise::channel), which only its [`Resolver`](crate::Resolver) sets.
+/// Either way the error hands back the value that was refused, and
+/// [`is_already_set`](PromiseDoneError::is_already_set) and `Display` say which.
 ///
 /// # Example
 ///
@@ -184,9 +186,49 @@ impl<E: fmt::Display + fmt::Debug> Error for PromiseError<E> {}
 /// assert_eq!(refused.into_inner(), "second");
 /// ```
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct PromiseDoneError<V>(pub V);
+pub struct PromiseDoneError<V>(pub V, Refusal);
+
+/// Why a set was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Refusal {
+    /// The promise was set before.
+    AlreadySet,
+    /// The promise is a channel's: only its resolver sets it.
+    ResolverOnly,
+}
 
 impl<V> PromiseDoneError<V> {
+    /// The promise was already set.
+    pub(crate) fn already_set(value: V) -> Self {
+        PromiseDoneError(value, Refusal::AlreadySet)
+    }
+
+    /// The promise is a channel's, set only by its resolver.
+    pub(crate) fn resolver_only(value: V) -> Self {
+        PromiseDoneError(value, Refusal::ResolverOnly)
+    }
+
+    /// `true` if the promise was already set (the first set wins); `false` if it is the
+    /// promise end of a [`channel`](crate::Promise::channel), which only its
+    /// [`Resolver`](crate::Resolver) may set.
+    ///
+    /// ```
+    /// use orderslip::Promise;
+    ///
+    /// let shared: Promise<u8, ()> = Promise::with_setter(None);
+    /// shared.set_result(1).unwrap();
+    /// assert!(shared.set_result(2).unwrap_err().is_already_set());
+    ///
+    /// let (_resolver, reply) = Promise::<u8, ()>::channel();
+    /// let refused = reply.set_result(3).unwrap_err();
+    /// assert!(!refused.is_already_set());
+    /// assert_eq!(refused.into_inner(), 3);
+    /// ```
+    #[must_use]
+    pub fn is_already_set(&self) -> bool {
+        self.1 == Refusal::AlreadySet
+    }
+
     /// The value that was refused.
     ///
     /// ```
@@ -205,13 +247,19 @@ impl<V> PromiseDoneError<V> {
 
 impl<V> fmt::Debug for PromiseDoneError<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("PromiseDoneError(..)")
+        write!(f, "PromiseDoneError({:?}, ..)", self.1)
     }
 }
 
 impl<V> fmt::Display for PromiseDoneError<V> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("the promise was already set; the first result stands")
+        f.write_str(match self.1 {
+            Refusal::AlreadySet => "the promise was already set; the first result stands",
+            Refusal::ResolverOnly => {
+                "the promise is a channel's: only its Resolver can set it (keep the Resolver \
+                 and set through it, or use a shared promise, Promise::with_setter)"
+            }
+        })
     }
 }
 

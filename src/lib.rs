@@ -181,5 +181,5 @@ mod setter;
 mod sync;
 
 pub use error::{ActionPanicked, PromiseDoneError, PromiseError};
-pub use promise::{Promise, WaitAsync};
+pub use promise::{Promise, PromiseFuture, Resolver, WaitAsync};
 pub use queue::{ActionQueue, Builder};

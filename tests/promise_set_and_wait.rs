@@ -69,7 +69,9 @@ fn second_set_is_an_error_that_hands_the_value_back() {
     assert_eq!(refused.0, "second");
     let refused = p.set_exception("late error".into()).unwrap_err();
     assert_eq!(refused.into_inner(), "late error");
-    let as_error: &dyn Error = &PromiseDoneError(());
+    let refused = p.set_result("third".into()).unwrap_err();
+    assert!(refused.is_already_set());
+    let as_error: &dyn Error = &refused;
     assert!(as_error.to_string().contains("already set"));
     assert_eq!(p.result(Duration::ZERO), Ok(&"first".to_string()));
 }

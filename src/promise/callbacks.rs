@@ -111,6 +111,25 @@ impl<T, E> Callbacks<T, E> {
     ///
     /// Called once, by the setter, after it published DONE with CALLBACKS set.
     pub(crate) fn drain(&self, result: Result<&T, &E>) {
+        self.drain_with(|f| run(f, result));
+    }
+
+    /// Drops every queued callback unrun, batch by batch, until it can close an empty stack:
+    /// [`drain`](Callbacks::drain) for a channel whose resolver was dropped unset (so that a
+    /// `map` of it, whose resolver a callback holds, is abandoned at once). A panicking
+    /// callback `Drop` is contained and reported: this runs inside the resolver's `Drop`,
+    /// maybe while its thread unwinds.
+    ///
+    /// Called once, by the resolver's drop, after it published ABANDONED with CALLBACKS set.
+    pub(crate) fn discard(&self) {
+        self.drain_with(|f| {
+            panics::contain("dropping an unrun promise callback", move || drop(f));
+        });
+    }
+
+    /// The drain loop of [`drain`](Callbacks::drain) and [`discard`](Callbacks::discard):
+    /// hands each callback to `each`, in registration order, until it closes the stack.
+    fn drain_with(&self, mut each: impl FnMut(Callback<T, E>)) {
         loop {
             // ORDERING: AcqRel: Acquire to read the nodes registrars pushed with Release;
             // Release keeps this chain of RMWs a release sequence for the closing CAS.
@@ -146,7 +165,7 @@ impl<T, E> Callbacks<T, E> {
                 // SAFETY: each node came from `boxed::into_raw` in `push` and is ours alone.
                 let node = unsafe { sync::boxed::take(ordered) };
                 ordered = node.next;
-                run(node.f, result);
+                each(node.f);
             }
         }
     }

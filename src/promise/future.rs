@@ -6,7 +6,7 @@
 //! `Promise::wait_slow`; dropping the future unregisters the node (marks it cancelled and
 //! prunes), so a dropped future leaves nothing behind.
 
-use super::state::DONE;
+use super::state::FINAL;
 use super::waiters::{self, Waiter};
 use super::Promise;
 use crate::error::PromiseError;
@@ -59,42 +59,57 @@ impl<'a, T, E> Future for WaitAsync<'a, T, E> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let promise = self.promise;
-        if let Some(result) = promise.try_result() {
-            return Poll::Ready(result.map_err(PromiseError::Failed));
-        }
-        let registered = match &self.node {
-            None => {
-                let node = Waiter::for_task(cx.waker());
-                // SAFETY: the node is new, so in no stack; `state` is the promise's word.
-                let pushed = unsafe { waiters::push(&promise.inner().state, &node, DONE) };
-                self.node = Some(node);
-                pushed
-            }
-            Some(node) => {
-                node.register(cx.waker());
-                if node.is_woken() {
-                    node.rearm();
-                    // SAFETY: the node was WOKEN: its holder took it out of the stack and
-                    // let go of it, and only this future (its owner) pushes it again.
-                    unsafe { waiters::push(&promise.inner().state, node, DONE) }
-                } else {
-                    true
-                }
-            }
-        };
-        if !registered {
-            // SAFETY: the push found DONE (and read it with Acquire).
-            return Poll::Ready(unsafe { promise.done_result() }.map_err(PromiseError::Failed));
-        }
-        // ORDERING: as in `wait_slow`: checked after the push, an RMW on `state`.
-        if promise.is_abandoned() {
-            if let Some(node) = self.node.take() {
-                promise.give_up(&node);
-            }
-            return Poll::Ready(promise.pending_error(PromiseError::Abandoned));
-        }
-        Poll::Pending
+        poll_wait(promise, &mut self.node, cx)
     }
+}
+
+/// One poll of a task waiting for `promise` with the node in `node` (registered on the
+/// first pending poll): the body of [`WaitAsync`] and of the owned
+/// [`PromiseFuture`](super::PromiseFuture).
+pub(super) fn poll_wait<'a, T, E>(
+    promise: &'a Promise<T, E>,
+    node: &mut Option<Arc<Waiter>>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<&'a T, PromiseError<&'a E>>> {
+    if let Some(result) = promise.try_result() {
+        return Poll::Ready(result.map_err(PromiseError::Failed));
+    }
+    let registered = match node {
+        None => {
+            let new = Waiter::for_task(cx.waker());
+            // SAFETY: the node is new, so in no stack; `state` is the promise's word.
+            let pushed = unsafe { waiters::push(&promise.inner().state, &new, FINAL) };
+            if pushed {
+                *node = Some(new);
+            }
+            pushed
+        }
+        Some(node) => {
+            node.register(cx.waker());
+            if node.is_woken() {
+                node.rearm();
+                // SAFETY: the node was WOKEN: its holder took it out of the stack and let go
+                // of it, and only this future (its owner) pushes it again.
+                unsafe { waiters::push(&promise.inner().state, node, FINAL) }
+            } else {
+                true
+            }
+        }
+    };
+    if !registered {
+        // A node that no stack holds needs no unregistering.
+        *node = None;
+        // SAFETY: the push found DONE or ABANDONED (and read it with Acquire).
+        return Poll::Ready(unsafe { promise.final_result() });
+    }
+    // ORDERING: as in `wait_slow`: checked after the push, an RMW on `state`.
+    if promise.is_abandoned() {
+        if let Some(node) = node.take() {
+            promise.give_up(&node);
+        }
+        return Poll::Ready(promise.pending_error(PromiseError::Abandoned));
+    }
+    Poll::Pending
 }
 
 impl<T, E> Drop for WaitAsync<'_, T, E> {

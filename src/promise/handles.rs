@@ -120,6 +120,16 @@ impl Handles {
         count.live() == 1 && count.was_cloned()
     }
 
+    /// Whether the caller's handle is the only live one and no orphaning drop holds a guard:
+    /// then nobody else can reach the block through the handles.
+    #[inline]
+    pub(crate) fn is_unique(&self) -> bool {
+        // ORDERING: Acquire, as in `remove`'s fast path: orders every other handle's work
+        // before the caller's use of the block.
+        Count(self.count.load(Ordering::Acquire)).live() == 1
+            && self.guards.load(Ordering::Acquire) == 1
+    }
+
     /// Gives up one handle. (`self` is all atomics, so another handle may free the block
     /// while this call returns, as with `Arc`'s counts; the closures must capture nothing
     /// but atomics of the block either.) `pending` says whether the promise is still unset;
@@ -133,9 +143,7 @@ impl Handles {
         // still holds a guard, no other handle or guard can appear (both need a handle), and
         // the caller frees the block; Acquire orders that after every other handle's Release
         // decrement and every guard's Release, like `Arc`'s fence.
-        if Count(self.count.load(Ordering::Acquire)).live() == 1
-            && self.guards.load(Ordering::Acquire) == 1
-        {
+        if self.is_unique() {
             return true;
         }
         self.remove_shared(pending, orphan)

@@ -35,19 +35,23 @@
 //! sees DONE: no wake-up is lost.
 
 mod callbacks;
+mod channel;
 mod future;
 mod handles;
+mod owned;
 mod state;
 mod waiters;
 
+pub use channel::Resolver;
 pub use future::WaitAsync;
+pub use owned::PromiseFuture;
 
 use crate::error::{PromiseDoneError, PromiseError};
 use crate::setter::{self, Setter};
 use crate::sync::{self, thread, Arc, AtomicUsize, Ordering, Spin, UnsafeCell};
 use callbacks::Callbacks;
 use handles::Handles;
-use state::{State, CLAIMED, DONE};
+use state::{State, CLAIMED, FINAL};
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -69,6 +73,9 @@ struct Inner<T, E> {
     /// callback sets it (its origin's origin, for a chain), 0 for none. A wait inside that
     /// promise's callback drain could never end (see [`crate::setter`]).
     origin: usize,
+    /// Made by [`Promise::channel`] (or mapped from such a promise): only its [`Resolver`]
+    /// sets it, and abandonment is the resolver's drop (see [`channel`]). Never changes.
+    channel: bool,
     slot: UnsafeCell<MaybeUninit<Result<T, E>>>,
 }
 
@@ -202,25 +209,93 @@ impl<T, E> Promise<T, E> {
 
     #[inline]
     pub(crate) fn with_setter_kind(setter: Setter) -> Self {
-        Self::with_origin(setter, 0)
+        Self::from_inner(Self::new_inner(setter, 0, false))
     }
 
+    /// A new block: pending, one handle (and, for a channel, the resolver).
     #[inline]
-    fn with_origin(setter: Setter, origin: usize) -> Self {
+    fn new_inner(setter: Setter, origin: usize, channel: bool) -> NonNull<Inner<T, E>> {
+        let state = if channel {
+            State::CHANNEL
+        } else {
+            State::EMPTY
+        };
         let inner = sync::boxed::into_raw(Inner {
-            state: AtomicUsize::new(State::EMPTY.0),
+            state: AtomicUsize::new(state.0),
             callbacks: Callbacks::new(),
             handles: Handles::new(),
             setter,
             origin,
+            channel,
             slot: UnsafeCell::new(MaybeUninit::uninit()),
         });
+        // SAFETY: `boxed::into_raw` never returns null (it allocates, or aborts).
+        unsafe { NonNull::new_unchecked(inner) }
+    }
+
+    /// The handle that owns the live handles' share of a new block.
+    #[inline]
+    fn from_inner(inner: NonNull<Inner<T, E>>) -> Self {
         Promise {
-            // SAFETY: `boxed::into_raw` never returns null (it allocates, or aborts).
-            inner: unsafe { NonNull::new_unchecked(inner) },
+            inner,
             _owns: PhantomData,
             _invariant: PhantomData,
         }
+    }
+
+    /// A new pending promise that only the returned [`Resolver`] can set: the
+    /// single-setter form of a promise, like a one-shot channel.
+    ///
+    /// The [`Promise`] end keeps the whole waiting API and may be cloned freely (a map of
+    /// pending requests, a fan-out); the [`Resolver`] is not `Clone` and is consumed by the
+    /// set. Compared with a shared promise ([`with_setter`](Promise::with_setter) and a clone
+    /// for the producer):
+    ///
+    /// - **Exact abandonment:** dropping the resolver unset makes every waiter on every
+    ///   handle fail with [`PromiseError::Abandoned`] at once, however many clones exist.
+    /// - **"Nobody waits":** [`Resolver::is_closed`] tells the producer that every handle is
+    ///   gone, so it can skip work nobody will read.
+    /// - **No designated setter thread:** the creating thread may wait while the resolver is
+    ///   set elsewhere (the only `Deadlock` check left is the callback one, see
+    ///   [`then`](Promise::then)).
+    /// - **Only the resolver sets:** [`set_result`](Promise::set_result) and
+    ///   [`set_exception`](Promise::set_exception) on the promise end are refused and hand
+    ///   the value back ([`PromiseDoneError::is_already_set`] is `false`). That is what
+    ///   makes the set cheaper: no claim is needed when nobody can compete.
+    ///
+    /// One allocation holds both ends, as for any promise.
+    ///
+    /// ```
+    /// use orderslip::{Promise, PromiseError};
+    /// use std::time::Duration;
+    ///
+    /// let (resolver, reply) = Promise::<u32, String>::channel();
+    /// let pending = reply.clone(); // e.g. kept in a map of pending requests
+    /// std::thread::spawn(move || resolver.set_result(42));
+    /// assert_eq!(reply.result(Duration::from_secs(5)), Ok(&42));
+    /// assert_eq!(pending.wait(), Ok(&42));
+    ///
+    /// let (resolver, reply) = Promise::<u32, String>::channel();
+    /// let pending = reply.clone();
+    /// drop(resolver); // the producer died
+    /// assert_eq!(reply.wait(), Err(PromiseError::Abandoned));
+    /// assert_eq!(pending.wait(), Err(PromiseError::Abandoned));
+    /// ```
+    #[inline]
+    #[must_use]
+    pub fn channel() -> (Resolver<T, E>, Promise<T, E>) {
+        Self::channel_with(Setter::Nobody, 0)
+    }
+
+    /// A channel whose promise end records `setter` and `origin` (a map of a channel).
+    #[inline]
+    fn channel_with(setter: Setter, origin: usize) -> (Resolver<T, E>, Promise<T, E>) {
+        let inner = Self::new_inner(setter, origin, true);
+        // SAFETY: a new channel block, for its one resolver.
+        (
+            unsafe { Resolver::from_inner(inner) },
+            Self::from_inner(inner),
+        )
     }
 
     #[inline]
@@ -252,9 +327,18 @@ impl<T, E> Promise<T, E> {
     #[inline]
     pub fn set_result(&self, value: T) -> Result<(), PromiseDoneError<T>> {
         self.set(Ok(value)).map_err(|r| match r {
-            Ok(v) => PromiseDoneError(v),
+            Ok(v) => self.refused(v),
             Err(_) => unreachable!("set hands back what it was given"),
         })
+    }
+
+    /// The error of a refused set: the promise was set, or it is a channel's.
+    fn refused<V>(&self, value: V) -> PromiseDoneError<V> {
+        if self.inner().channel {
+            PromiseDoneError::resolver_only(value)
+        } else {
+            PromiseDoneError::already_set(value)
+        }
     }
 
     /// Fulfils the promise with an error (named after the original's `set_exception`). Waiters get
@@ -274,7 +358,7 @@ impl<T, E> Promise<T, E> {
     #[inline]
     pub fn set_exception(&self, error: E) -> Result<(), PromiseDoneError<E>> {
         self.set(Err(error)).map_err(|r| match r {
-            Err(e) => PromiseDoneError(e),
+            Err(e) => self.refused(e),
             Ok(_) => unreachable!("set hands back what it was given"),
         })
     }
@@ -282,6 +366,10 @@ impl<T, E> Promise<T, E> {
     #[inline]
     fn set(&self, result: Result<T, E>) -> Result<(), Result<T, E>> {
         let inner = self.inner();
+        if inner.channel {
+            // Only the resolver sets a channel's promise.
+            return Err(result);
+        }
         // Claim. ORDERING: Relaxed: the claim orders nothing by itself; other claimers only
         // learn they lost, and readers wait for DONE, which the Release swap below publishes.
         if State(inner.state.fetch_or(CLAIMED, Ordering::Relaxed)).is_claimed() {
@@ -448,11 +536,33 @@ impl<T, E> Promise<T, E> {
         self.wait_slow(None)
     }
 
-    /// Whether the promise can no longer be set by anyone but the caller's handle: it had
-    /// other handles and they are all gone. (A promise that was never cloned may be shared by
-    /// reference with its setter, so it never counts as abandoned.) See [`handles`].
+    /// Whether the promise can no longer be set. A shared promise: by anyone but the caller's
+    /// handle (it had other handles and they are all gone; a promise that was never cloned
+    /// may be shared by reference with its setter, so it never counts as abandoned, see
+    /// [`handles`]). A channel: its resolver was dropped unset (see [`channel`]).
     fn is_abandoned(&self) -> bool {
-        self.inner().handles.is_abandoned()
+        let inner = self.inner();
+        if inner.channel {
+            // ORDERING: Acquire, as for the handle count below (ABANDONED is published by the
+            // resolver's AcqRel CAS).
+            State(inner.state.load(Ordering::Acquire)).is_abandoned()
+        } else {
+            inner.handles.is_abandoned()
+        }
+    }
+
+    /// The answer of a wait that found the promise final (DONE or, for a channel,
+    /// ABANDONED) with an Acquire read of the state word.
+    ///
+    /// # Safety
+    ///
+    /// The caller observed DONE or ABANDONED with Acquire.
+    #[inline]
+    unsafe fn final_result(&self) -> Result<&T, PromiseError<&E>> {
+        match self.try_result() {
+            Some(result) => result.map_err(PromiseError::Failed),
+            None => Err(PromiseError::Abandoned),
+        }
     }
 
     /// The error for a pending promise that a waiter gave up on: the promise may have been
@@ -499,8 +609,8 @@ impl<T, E> Promise<T, E> {
         loop {
             // SAFETY: the node is new (first round) or was WOKEN and rearmed below (later
             // rounds): no stack holds it, and only this thread, its owner, pushes it.
-            if !unsafe { waiters::push(&inner.state, &node, DONE) } {
-                break; // DONE: the result is there (the failed CAS read it with Acquire).
+            if !unsafe { waiters::push(&inner.state, &node, FINAL) } {
+                break; // DONE or ABANDONED (the failed CAS read it with Acquire).
             }
             // ORDERING: the push was an RMW on `state`; a dropper that made us the last handle
             // does its RMW on `state` after its Release decrement, so either it takes (and
@@ -523,7 +633,8 @@ impl<T, E> Promise<T, E> {
                     return self.pending_error(PromiseError::Timeout);
                 }
             }
-            // Woken: by the setter (DONE), or by a drop that made us the last handle.
+            // Woken: by the setter (DONE), by a drop that made us the last handle, or by a
+            // channel's resolver dropped unset (ABANDONED).
             if self.is_done() {
                 break;
             }
@@ -535,9 +646,9 @@ impl<T, E> Promise<T, E> {
             }
             node.rearm();
         }
-        // SAFETY: we left the loop on a failed push (it read DONE with Acquire) or after
-        // `is_done` saw DONE with Acquire.
-        unsafe { self.done_result() }.map_err(PromiseError::Failed)
+        // SAFETY: we left the loop on a failed push (it read DONE or ABANDONED with Acquire)
+        // or after `is_done` saw DONE with Acquire.
+        unsafe { self.final_result() }
     }
 
     /// Withdraws a waiter's node: marks it cancelled and, if it is still in the stack, prunes
@@ -552,7 +663,7 @@ impl<T, E> Promise<T, E> {
     fn prune(&self) {
         let inner = self.inner();
         // SAFETY: `state` is this promise's word, whose stack holds only pushed nodes.
-        if unsafe { waiters::prune(&inner.state, DONE) } && self.is_abandoned() {
+        if unsafe { waiters::prune(&inner.state, FINAL) } && self.is_abandoned() {
             // While we had the stack out, a drop may have made the promise abandoned and found
             // the stack empty: wake what we put back so those waiters see it.
             // ORDERING: the splice was an RMW on `state` after which we read `handles` with
@@ -641,7 +752,7 @@ impl<T, E> Promise<T, E> {
         // the callback stack; never after DONE (see [`state`]).
         // ORDERING: Acquire so that seeing DONE lets us read the result.
         let mut state = State(inner.state.load(Ordering::Acquire));
-        while !state.is_done() && !state.has_callbacks() {
+        while !state.is_final() && !state.has_callbacks() {
             // ORDERING: Acquire on both outcomes, as for the load; the announcement itself
             // publishes nothing (the node is published by its own Release CAS).
             match inner.state.compare_exchange_weak(
@@ -655,18 +766,34 @@ impl<T, E> Promise<T, E> {
             }
         }
         if !state.has_callbacks() || inner.callbacks.is_closed() {
-            // DONE with no drain due (CALLBACKS is never set after DONE), or the drain is over
-            // and every earlier callback has run: run at once, on this thread, unboxed.
-            // SAFETY: `state` shows DONE (read with Acquire), or the setter closed the stack
-            // after publishing DONE and `is_closed` read that with Acquire.
-            callbacks::run(f, unsafe { self.done_result() });
+            // Final with no drain due (CALLBACKS is never set after DONE or ABANDONED), or the
+            // drain is over and every earlier callback has run: run at once, on this thread,
+            // unboxed.
+            // SAFETY: `state` is final (read with Acquire), or the setter closed the stack
+            // after publishing DONE or ABANDONED and `is_closed` read that with Acquire.
+            unsafe { self.run_now(f) };
             return;
         }
         // A drain is coming or under way (or the promise is pending): queue behind it.
         if let Err(f) = inner.callbacks.push(Box::new(f)) {
             // The setter closed the stack meanwhile: every earlier callback has run.
             // SAFETY: as above, `push` read the closed stack with Acquire.
-            callbacks::run(f, unsafe { self.done_result() });
+            unsafe { self.run_now(f) };
+        }
+    }
+
+    /// A callback that no drain will take: runs it with the result, or, for a channel whose
+    /// resolver was dropped unset, drops it unrun (as a drain would have).
+    ///
+    /// # Safety
+    ///
+    /// The caller observed, with Acquire, DONE or ABANDONED in the state word or the closed
+    /// callback stack (which is closed only after one of them was published).
+    #[inline]
+    unsafe fn run_now(&self, f: impl FnOnce(Result<&T, &E>)) {
+        match self.try_result() {
+            Some(result) => callbacks::run(f, result),
+            None => drop(f),
         }
     }
 
@@ -745,10 +872,24 @@ impl<T, E> Promise<T, E> {
             0 => self.inner.as_ptr() as usize,
             origin => origin,
         };
-        let next = Promise::with_origin(self.inner().setter, origin);
-        let setter = next.clone();
+        let setter = self.inner().setter;
+        if self.inner().channel {
+            // A map of a channel is a channel: its resolver lives in the callback, so a
+            // resolver of this one dropped unset (which drops the callbacks unrun) abandons
+            // it at once, and nobody else can set it.
+            let (resolver, next) = Promise::channel_with(setter, origin);
+            self.then(move |result| {
+                let _ = resolver.resolve(match result {
+                    Ok(value) => f(value),
+                    Err(error) => Err(error.clone()),
+                });
+            });
+            return next;
+        }
+        let next = Promise::from_inner(Promise::new_inner(setter, origin, false));
+        let writer = next.clone();
         self.then(move |result| {
-            let _ = setter.set(match result {
+            let _ = writer.set(match result {
                 Ok(value) => f(value),
                 Err(error) => Err(error.clone()),
             });
@@ -778,7 +919,81 @@ impl<T, E> Clone for Promise<T, E> {
 impl<T, E> Drop for Promise<T, E> {
     #[inline]
     fn drop(&mut self) {
+        if self.release() {
+            // SAFETY: `release` says we gave up the last guard: no other handle, guard or
+            // resolver can reach the block, and `self` is never used again. The block came
+            // from `boxed::into_raw` in `new_inner`.
+            unsafe { sync::boxed::free(self.inner.as_ptr()) };
+        }
+    }
+}
+
+impl<T, E> Promise<T, E> {
+    /// Moves the result out of the promise if this is its last handle and it is done, like
+    /// [`Arc::into_inner`](std::sync::Arc::into_inner): the way to take a large value
+    /// without cloning it.
+    ///
+    /// Returns `None` (and drops this handle, as a drop would) if another handle, or a
+    /// future or callback that holds one, still exists, if the promise is not done, or if
+    /// a channel's resolver is still running the promise's callbacks. When several threads
+    /// call `into_inner` on the last handles of a done promise at once, exactly one of them
+    /// gets the result (the one whose handle goes last), as for `Arc::into_inner`.
+    ///
+    /// ```
+    /// use orderslip::Promise;
+    ///
+    /// let (resolver, reply) = Promise::<Vec<u8>, String>::channel();
+    /// let other = reply.clone();
+    /// resolver.set_result(vec![0; 1 << 20]).unwrap();
+    /// assert_eq!(other.into_inner(), None); // `reply` still exists
+    /// let bytes: Vec<u8> = reply.into_inner().unwrap().unwrap(); // moved, not cloned
+    /// assert_eq!(bytes.len(), 1 << 20);
+    /// ```
+    #[must_use = "the result is dropped if unused; drop the promise instead"]
+    pub fn into_inner(self) -> Option<Result<T, E>> {
+        let this = std::mem::ManuallyDrop::new(self);
+        if !this.release() {
+            return None;
+        }
+        let inner = this.inner();
+        // ORDERING: Relaxed: `release` gave us the last guard with Acquire; the block is ours.
+        let state = State(inner.state.load(Ordering::Relaxed));
+        let result = if state.is_done() {
+            // The slot is moved out below, so the block's `Drop` must not drop it too.
+            // ORDERING: Relaxed: the block is ours alone.
+            inner.state.store(state.0 & !state::DONE, Ordering::Relaxed);
+            // SAFETY: DONE: the slot holds the result, and nobody else can reach the block.
+            Some(
+                inner
+                    .slot
+                    .with(|slot| unsafe { (*slot).assume_init_read() }),
+            )
+        } else {
+            None
+        };
+        // SAFETY: as in `drop`: we gave up the last guard, and `this` is never used again.
+        unsafe { sync::boxed::free(this.inner.as_ptr()) };
+        result
+    }
+
+    /// Whether this handle is the only way to reach the block: no other handle, no
+    /// orphaning drop under way, no resolver that may still touch it. Then
+    /// [`into_inner`](Promise::into_inner) on it succeeds if the promise is done.
+    fn is_unique(&self) -> bool {
         let inner = self.inner();
+        // ORDERING: Acquire, as in `release`'s fast path.
+        inner.handles.is_unique()
+            && (!inner.channel || !State(inner.state.load(Ordering::Acquire)).resolver_active())
+    }
+
+    /// Gives up this handle; `true` when the caller must free the block (it gave up the last
+    /// guard, and no resolver can touch the block any more).
+    #[inline]
+    fn release(&self) -> bool {
+        let inner = self.inner();
+        if inner.channel {
+            return channel::release_promise(&inner.handles, &inner.state);
+        }
         // The closures capture the state word alone, not `inner`: they are arguments of
         // `remove`, which may return after another handle has freed the block, and a
         // reference held by an argument must not outlive its memory unless it is to
@@ -796,12 +1011,7 @@ impl<T, E> Drop for Promise<T, E> {
             // SAFETY: `take` emptied the stack with an acquiring RMW: we hold every node.
             unsafe { waiters::wake_list(list) };
         };
-        if inner.handles.remove(pending, orphan) {
-            // SAFETY: `remove` says we gave up the last guard: no other handle or guard
-            // exists, so nobody else can reach the block, and `self` is never used again.
-            // The block came from `boxed::into_raw` in `with_setter_kind`.
-            unsafe { sync::boxed::free(self.inner.as_ptr()) };
-        }
+        inner.handles.remove(pending, orphan)
     }
 }
 
@@ -828,6 +1038,7 @@ impl<T, E> Drop for Inner<T, E> {
 impl<T, E> fmt::Debug for Promise<T, E> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let state = match self.try_result() {
+            None if self.inner().channel && self.is_abandoned() => "abandoned",
             None => "pending",
             Some(Ok(_)) => "fulfilled",
             Some(Err(_)) => "failed",

@@ -37,8 +37,19 @@ pub(crate) const CLAIMED: usize = 0b001;
 pub(crate) const DONE: usize = 0b010;
 /// A callback registration started before DONE: the setter drains the callback stack.
 pub(crate) const CALLBACKS: usize = 0b100;
-/// The tag bits; the rest of the word is the waiter stack's head.
-pub(crate) const TAGS: usize = CLAIMED | DONE | CALLBACKS;
+/// Channel only: the [`Resolver`](crate::Resolver) was dropped unset. Final, like DONE; set
+/// by the CAS that takes the waiter stack, so no waiter misses it.
+pub(crate) const ABANDONED: usize = 0b1000;
+/// Channel only: the resolver may still touch the block (it is alive, or it is still running
+/// or dropping the callbacks after its final CAS). Set at creation, cleared once.
+pub(crate) const RESOLVER: usize = 0b1_0000;
+/// Channel only: every `Promise` handle is gone (the promise side gave up its guard).
+pub(crate) const GONE: usize = 0b10_0000;
+/// The tag bits; the rest of the word is the waiter stack's head (waiters are aligned to 64).
+pub(crate) const TAGS: usize = CLAIMED | DONE | CALLBACKS | ABANDONED | RESOLVER | GONE;
+/// The states in which nothing can change any more but the channel bookkeeping: a waiter
+/// that finds one of them does not push (see [`super::waiters::push`]).
+pub(crate) const FINAL: usize = DONE | ABANDONED;
 
 /// A value of the state word, read from the atomic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,6 +58,9 @@ pub(crate) struct State(pub(crate) usize);
 impl State {
     /// The word of a new, pending promise: no tag, nobody waiting.
     pub(crate) const EMPTY: State = State(0);
+
+    /// The word of a new channel: pending, the resolver alive.
+    pub(crate) const CHANNEL: State = State(RESOLVER);
 
     /// Whether a setter claimed the slot (SETTING or DONE).
     #[inline]
@@ -58,6 +72,30 @@ impl State {
     #[inline]
     pub(crate) fn is_done(self) -> bool {
         self.0 & DONE != 0
+    }
+
+    /// Whether the resolver of a channel was dropped unset (final).
+    #[inline]
+    pub(crate) fn is_abandoned(self) -> bool {
+        self.0 & ABANDONED != 0
+    }
+
+    /// Whether the promise is done or abandoned: nothing will change it any more.
+    #[inline]
+    pub(crate) fn is_final(self) -> bool {
+        self.0 & FINAL != 0
+    }
+
+    /// Whether a channel's resolver may still touch the block.
+    #[inline]
+    pub(crate) fn resolver_active(self) -> bool {
+        self.0 & RESOLVER != 0
+    }
+
+    /// Whether every `Promise` handle of a channel is gone.
+    #[inline]
+    pub(crate) fn handles_gone(self) -> bool {
+        self.0 & GONE != 0
     }
 
     /// Whether a callback registration began before DONE (so a drain is, or was, due).
@@ -82,5 +120,15 @@ impl State {
     #[inline]
     pub(crate) fn published(self) -> State {
         State(CLAIMED | DONE | (self.0 & CALLBACKS))
+    }
+
+    /// What a channel resolver's final CAS writes over `self`: `outcome` (DONE or
+    /// ABANDONED), CALLBACKS and GONE kept, the stack taken, and RESOLVER kept only if a
+    /// callback drain follows (the resolver then clears it after the drain).
+    #[inline]
+    pub(crate) fn resolved(self, outcome: usize) -> State {
+        let keep = self.0 & (CALLBACKS | GONE);
+        let busy = if self.has_callbacks() { RESOLVER } else { 0 };
+        State(CLAIMED | outcome | keep | busy)
     }
 }

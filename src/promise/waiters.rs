@@ -47,9 +47,9 @@ enum Wake {
     Task(AtomicWaker),
 }
 
-/// One waiting thread or task. Aligned to 8 so the low three bits of its address are free for
+/// One waiting thread or task. Aligned to 64 so the low six bits of its address are free for
 /// the promise's tag bits.
-#[repr(align(8))]
+#[repr(align(64))]
 pub(crate) struct Waiter {
     status: AtomicU8,
     /// The next node down the stack. Only the holder of the node (see the module docs) touches
@@ -58,6 +58,9 @@ pub(crate) struct Waiter {
     next: UnsafeCell<*const Waiter>,
     wake: Wake,
 }
+
+// The tag bits must fit below the alignment of a node's address.
+const _: () = assert!(std::mem::align_of::<Waiter>() > TAGS);
 
 // SAFETY: `next` is a raw pointer that only the node's current holder reads or writes, and
 // holders hand nodes over through Release/Acquire operations on the state word (module
