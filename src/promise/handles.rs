@@ -93,20 +93,29 @@ impl Handles {
     /// If the count would pass `isize::MAX`, as `Arc` does.
     #[inline]
     pub(crate) fn add(&self) {
+        // One CAS both counts the handle and sets CLONED (a `fetch_add` would need a second
+        // RMW for the bit on the first clone).
         // ORDERING: Relaxed, as for `Arc`: the new handle is made from an existing one, so
         // the block is alive; whoever receives the clone synchronises through its own means.
-        let old = self.count.fetch_add(ONE_HANDLE, Ordering::Relaxed);
-        if old > MAX_COUNT {
-            // The clones were leaked (`mem::forget`): going on would let the count wrap and
-            // free the block under a live handle. A thread racing past this check would need
-            // `isize::MAX / 2` more clones before this abort lands to wrap the word.
-            std::process::abort();
-        }
-        if old & CLONED == 0 {
-            // ORDERING: Relaxed: no handle can be dropped before this clone returns (the
-            // original is borrowed, the clone not yet handed out), so every later decrement
-            // comes after this in the word's modification order and carries the bit along.
-            self.count.fetch_or(CLONED, Ordering::Relaxed);
+        // No handle can be dropped before this clone returns (the original is borrowed), so
+        // every later decrement comes after this in the word's modification order and
+        // carries CLONED along.
+        let mut old = self.count.load(Ordering::Relaxed);
+        loop {
+            if old > MAX_COUNT {
+                // The clones were leaked (`mem::forget`): going on would let the count wrap
+                // and free the block under a live handle.
+                std::process::abort();
+            }
+            match self.count.compare_exchange_weak(
+                old,
+                (old + ONE_HANDLE) | CLONED,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return,
+                Err(actual) => old = actual,
+            }
         }
     }
 

@@ -48,7 +48,7 @@ pub use owned::PromiseFuture;
 
 use crate::error::{PromiseDoneError, PromiseError};
 use crate::setter::{self, Setter};
-use crate::sync::{self, thread, Arc, AtomicUsize, Ordering, Spin, UnsafeCell};
+use crate::sync::{self, thread, AdaptiveSpin, Arc, AtomicUsize, Ordering, UnsafeCell};
 use callbacks::Callbacks;
 use handles::Handles;
 use state::{State, CLAIMED, FINAL};
@@ -597,13 +597,16 @@ impl<T, E> Promise<T, E> {
         // A deadline the clock cannot represent is no deadline.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
 
-        let spin = Spin::new();
+        // Spin briefly unless this thread's recent spins ran out (see `AdaptiveSpin`).
+        let spin = AdaptiveSpin::new();
         while !spin.is_completed() {
             if let Some(result) = self.try_result() {
+                spin.won();
                 return result.map_err(PromiseError::Failed);
             }
             spin.snooze();
         }
+        spin.missed();
 
         let node = Waiter::for_thread(thread::current());
         loop {

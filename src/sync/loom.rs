@@ -74,6 +74,34 @@ impl Spin {
     pub(crate) fn snooze(&self) {}
 }
 
+/// Under loom the adaptive spin phase is empty too, and learns nothing.
+pub(crate) struct AdaptiveSpin;
+
+impl AdaptiveSpin {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        AdaptiveSpin
+    }
+
+    /// At once.
+    #[inline]
+    pub(crate) fn is_completed(&self) -> bool {
+        true
+    }
+
+    /// Never taken.
+    #[inline]
+    pub(crate) fn snooze(&self) {}
+
+    /// Nothing to learn.
+    #[inline]
+    pub(crate) fn won(&self) {}
+
+    /// Nothing to learn.
+    #[inline]
+    pub(crate) fn missed(&self) {}
+}
+
 /// The action queue's FIFO: a loom-visible `Mutex<VecDeque>` with `SegQueue`'s interface
 /// (loom cannot see the plain atomics inside `crossbeam_queue::SegQueue`).
 ///

@@ -8,7 +8,7 @@
 //! - loom does not model time, so a timed park ([`park_until`]) yields once and then reports
 //!   that its deadline passed. Every timed wait therefore explores its timeout path, while the
 //!   untimed paths park for real.
-//! - spinning ([`Spin`]) is skipped: a spin loop adds nothing to what loom explores but states.
+//! - spinning ([`Spin`], [`AdaptiveSpin`]) is skipped: a spin loop adds nothing to what loom explores but states.
 //! - `crossbeam_queue::SegQueue` and `atomic_waker::AtomicWaker` use plain atomics that loom
 //!   cannot see, so loom-visible stand-ins replace them (a loom `Mutex<VecDeque>` and
 //!   `loom::future::AtomicWaker`); `crossbeam_utils::sync::Parker` likewise becomes a loom

@@ -107,6 +107,79 @@ impl Spin {
     }
 }
 
+/// The spin phase of a promise wait, adapted to how this thread's recent waits ended: a
+/// wait whose spin ran out (the result came later, so it parked) makes the thread's next
+/// waits skip the spin, 1, 3, 7, ... up to 63 of them after consecutive misses; one spin
+/// that wins (the result came while spinning) resets that. So a thread that waits for
+/// results that come quickly (a ping-pong on idle cores) keeps spinning and never parks,
+/// and one whose waits outlast the spin (slow replies, or a loaded machine where the other
+/// side is not running) parks at once and leaves the cores to the threads that work,
+/// trying the spin again now and then.
+pub(crate) struct AdaptiveSpin {
+    /// `None` when this wait skips the spin.
+    spin: Option<Spin>,
+}
+
+/// Consecutive spins that ran out before the result came, at most this many.
+const MAX_MISSES: u8 = 6;
+
+std::thread_local! {
+    /// This thread's (consecutive misses, waits still to skip).
+    static SPIN_HISTORY: std::cell::Cell<(u8, u8)> = const { std::cell::Cell::new((0, 0)) };
+}
+
+impl AdaptiveSpin {
+    #[inline]
+    pub(crate) fn new() -> Self {
+        // `try_with`: a wait inside a thread-local destructor spins, as it always did.
+        let skip = SPIN_HISTORY
+            .try_with(|history| {
+                let (misses, skip) = history.get();
+                if skip > 0 {
+                    history.set((misses, skip - 1));
+                }
+                skip > 0
+            })
+            .unwrap_or(false);
+        AdaptiveSpin {
+            spin: (!skip).then(Spin::new),
+        }
+    }
+
+    /// Whether the spin phase is over (or skipped) and the caller should park.
+    #[inline]
+    pub(crate) fn is_completed(&self) -> bool {
+        self.spin.as_ref().map_or(true, Spin::is_completed)
+    }
+
+    /// One step of the spin phase.
+    #[inline]
+    pub(crate) fn snooze(&self) {
+        if let Some(spin) = &self.spin {
+            spin.snooze();
+        }
+    }
+
+    /// The result came while spinning: keep spinning on the next waits.
+    #[inline]
+    pub(crate) fn won(&self) {
+        if self.spin.is_some() {
+            let _ = SPIN_HISTORY.try_with(|history| history.set((0, 0)));
+        }
+    }
+
+    /// The spin ran out before the result came: skip it on the next waits.
+    #[inline]
+    pub(crate) fn missed(&self) {
+        if self.spin.is_some() {
+            let _ = SPIN_HISTORY.try_with(|history| {
+                let misses = (history.get().0 + 1).min(MAX_MISSES);
+                history.set((misses, (1u8 << misses) - 1));
+            });
+        }
+    }
+}
+
 /// The action queue's FIFO: `crossbeam_queue::SegQueue` (lock-free, unbounded).
 pub(crate) use crossbeam_queue::SegQueue;
 
@@ -157,5 +230,51 @@ pub(crate) mod boxed {
     pub(crate) unsafe fn free<T>(ptr: *mut T) {
         // SAFETY: as in `take`.
         drop(unsafe { Box::from_raw(ptr) });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AdaptiveSpin;
+
+    /// How many of the next `n` waits on this thread spin.
+    fn spinning_of_next(n: usize) -> usize {
+        (0..n)
+            .filter(|_| {
+                let spin = AdaptiveSpin::new();
+                let spins = !spin.is_completed();
+                // A spin that is taken wins, so that the history only moves where we say.
+                spin.won();
+                spins
+            })
+            .count()
+    }
+
+    /// The policy of `AdaptiveSpin`: each consecutive miss doubles the number of waits that
+    /// skip the spin (1, 3, 7, ... 63), and one win resets it. Thread-local, so this runs on
+    /// a thread of its own, whatever the harness runs beside it.
+    #[test]
+    fn missed_spins_skip_a_growing_number_of_waits_and_a_win_resets() {
+        std::thread::spawn(|| {
+            assert_eq!(spinning_of_next(5), 5, "a fresh thread spins");
+            for expected_skips in [1usize, 3, 7, 15, 31, 63, 63] {
+                let spin = AdaptiveSpin::new();
+                assert!(
+                    !spin.is_completed(),
+                    "the wait after the skipped ones spins"
+                );
+                spin.missed();
+                for _ in 0..expected_skips {
+                    assert!(AdaptiveSpin::new().is_completed(), "skipped");
+                }
+            }
+            // The next wait spins and wins: back to spinning on every wait.
+            let spin = AdaptiveSpin::new();
+            assert!(!spin.is_completed());
+            spin.won();
+            assert_eq!(spinning_of_next(10), 10);
+        })
+        .join()
+        .unwrap();
     }
 }
