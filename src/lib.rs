@@ -18,7 +18,11 @@
 //! # Which one to use
 //!
 //! - You have **one result** that one or more threads, tasks or callbacks wait for: a
-//!   [`Promise`]. The producer keeps one handle (a clone) and sets it; everyone else waits.
+//!   [`Promise`]. With **one producer** (a request and its reply), make it with
+//!   [`Promise::channel`]: the producer gets a [`Resolver`], the only thing that can set it,
+//!   and everyone else gets `Promise` handles. When **any of several holders may set it**
+//!   (the first set wins), share one promise ([`Promise::with_setter`]) and give each
+//!   producer a clone. The README's "Which to use" section compares the two.
 //! - You have **work that must run in order, off the caller's thread**, and do not want a
 //!   thread sitting there when there is none: an [`ActionQueue`].
 //! - You have such work **and someone waits for its result**: [`ActionQueue::submit`].
@@ -48,6 +52,29 @@
 //! [`PromiseError`]: `Failed(&e)` when the producer set an error with
 //! [`set_exception`](Promise::set_exception), `Timeout`, `Deadlock` or `Abandoned`. The first
 //! set wins; a second one is refused with [`PromiseDoneError`].
+//!
+//! # One producer: a channel
+//!
+//! ```
+//! use orderslip::{Promise, PromiseError};
+//!
+//! let (resolver, reply) = Promise::<u32, String>::channel();
+//! let pending = reply.clone(); // say, kept in a map of pending requests by call id
+//! std::thread::spawn(move || {
+//!     if !resolver.is_closed() { // false once every `Promise` handle is gone
+//!         resolver.set_result(42).unwrap();
+//!     }
+//! });
+//! assert_eq!(reply.wait(), Ok(&42));
+//! assert_eq!(pending.wait(), Ok(&42));
+//!
+//! // The producer is gone without answering: every waiter on every handle is told at once.
+//! let (resolver, reply) = Promise::<u32, String>::channel();
+//! let pending = reply.clone();
+//! drop(resolver);
+//! assert_eq!(reply.wait(), Err(PromiseError::Abandoned));
+//! assert_eq!(pending.wait(), Err(PromiseError::Abandoned));
+//! ```
 //!
 //! # Callbacks
 //!
@@ -82,6 +109,22 @@
 //!     let producer = greeting.clone();
 //!     std::thread::spawn(move || producer.set_result("hello".to_string()).unwrap());
 //!     assert_eq!(greeting.wait_async().await.unwrap(), "hello");
+//! }
+//! ```
+//!
+//! A promise can also be awaited by value: `promise.await` ([`IntoFuture`](std::future::IntoFuture),
+//! with `T` and `E: Clone`) owns its handle, so it can move into a spawned task, and yields
+//! an owned `Result<T, PromiseError<E>>` (moving the value out when its handle is the last):
+//!
+//! ```
+//! use orderslip::Promise;
+//!
+//! #[tokio::main]
+//! async fn main() {
+//!     let (resolver, reply) = Promise::<String, String>::channel();
+//!     let task = tokio::spawn(async move { reply.await }); // the task owns the promise
+//!     resolver.set_result("pong".to_string()).unwrap();
+//!     assert_eq!(task.await.unwrap(), Ok("pong".to_string()));
 //! }
 //! ```
 //!
@@ -138,8 +181,11 @@
 //! assert_eq!(reply.result(Duration::from_secs(60)), Err(PromiseError::Abandoned)); // at once
 //! ```
 //!
-//! A promise that was never cloned is never "abandoned": it may be shared by reference with
-//! the thread that sets it.
+//! For a shared promise, "abandoned" means the waiter's handle is the last one: a waiter
+//! whose promise still has another handle somewhere (a map of pending requests) waits until
+//! its timeout. A promise that was never cloned is never "abandoned": it may be shared by
+//! reference with the thread that sets it. A [`channel`](Promise::channel) has neither
+//! caveat: dropping its [`Resolver`] unset abandons every handle.
 //!
 //! # Panics
 //!
@@ -169,7 +215,7 @@
 //! - `cargo run --example async_interop`: promises and tokio.
 //!
 //! Every atomic protocol is model-checked with [loom](https://docs.rs/loom):
-//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_promise --test loom_queue`.
+//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_promise --test loom_channel --test loom_queue`.
 
 // Lints are set once, in Cargo.toml's `[lints]`.
 
