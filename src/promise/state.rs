@@ -1,8 +1,8 @@
-//! A promise's state word: three tag bits and the head of its waiter stack.
+//! A promise's state word: six tag bits and the head of its waiter stack.
 //!
-//! The word is a `usize`: the three low bits are tags, the rest is the address of the top
+//! The word is a `usize`: the six low bits are tags, the rest is the address of the top
 //! [`Waiter`](super::waiters::Waiter) of the waiter stack (null when nobody waits; waiters
-//! are aligned to 8). One word for both is what makes "register unless done" (a CAS) and
+//! are aligned to 64). One word for both is what makes "register unless done" (a CAS) and
 //! "publish DONE and take every waiter" (a CAS that clears the stack) single atomic steps.
 //!
 //! ```text
@@ -16,6 +16,18 @@
 //!                                                                            the stack is empty
 //! ```
 //!
+//! A [channel](super::channel) has no SETTING: only its resolver writes the slot, so it
+//! needs no claim. Its word starts with RESOLVER, and the resolver's one CAS ends it:
+//!
+//! ```text
+//!                  resolver sets: CAS to CLAIMED|DONE|kept
+//!  RESOLVER ──────────────────────────────────────────────> DONE       kept = CALLBACKS|GONE
+//!   │  ^     resolver dropped unset: CAS to                             of the old word, and
+//!   └──┘ ───────────────────────────────────────────────> ABANDONED    RESOLVER if CALLBACKS
+//!   push/prune/then,  CLAIMED|ABANDONED|kept, stack taken   (final)     (cleared after the
+//!   last handle: GONE                                                   callback drain)
+//! ```
+//!
 //! Who owns what:
 //! - the result slot is written only by the thread whose `fetch_or(CLAIMED)` saw no CLAIMED,
 //!   between its claim and its publish, and read only after DONE was observed with Acquire;
@@ -26,6 +38,9 @@
 //!   DONE is clear (by CAS), and the publish keeps it, so once DONE is set the word says for
 //!   good whether a drain is coming: a `then` that sees DONE without CALLBACKS runs its
 //!   callback at once; one that sees DONE with CALLBACKS queues behind the drain.
+//!
+//! The channel bits (ABANDONED, RESOLVER, GONE) are never set in a shared promise's word;
+//! [`super::channel`] argues their protocol.
 //!
 //! Every write of the word is a read-modify-write, so all of them form one release sequence:
 //! whoever reads the word with Acquire sees every earlier writer's work. The waiter and
