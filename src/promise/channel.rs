@@ -42,6 +42,7 @@ use super::state::{State, ABANDONED, DONE, GONE, RESOLVER};
 #[cfg(doc)]
 use super::Promise;
 use super::{waiters, Inner, Invariant};
+use crate::panics;
 use crate::setter;
 use crate::sync::{self, AtomicUsize, Ordering};
 use std::fmt;
@@ -248,8 +249,8 @@ unsafe fn finish<T, E>(inner: NonNull<Inner<T, E>>, old: State) {
         // The CAS cleared RESOLVER. If the promise side had gone, it left the freeing to us.
         if old.handles_gone() {
             // SAFETY: GONE was set while RESOLVER was, and we cleared RESOLVER: nobody else
-            // can reach the block. It came from `boxed::into_raw`.
-            unsafe { sync::boxed::free(inner.as_ptr()) };
+            // can reach the block.
+            unsafe { free_contained(inner) };
         }
         return;
     }
@@ -265,7 +266,9 @@ unsafe fn finish<T, E>(inner: NonNull<Inner<T, E>>, old: State) {
             .as_ref();
         setter::draining(inner.as_ptr() as usize, || block.callbacks.drain(result));
     } else {
-        block.callbacks.discard();
+        // A drain frame here too: a callback's `Drop` that waits for a `map` registered
+        // after it would wait for this very loop (see `crate::setter`).
+        setter::draining(inner.as_ptr() as usize, || block.callbacks.discard());
     }
     // ORDERING: AcqRel: Release so that a last handle that reads RESOLVER clear (and frees)
     // sees the drain's work; Acquire so that, if we free, we see the handles' work.
@@ -273,8 +276,23 @@ unsafe fn finish<T, E>(inner: NonNull<Inner<T, E>>, old: State) {
     if before.handles_gone() {
         // SAFETY: as above: the promise side left the freeing to us. `block` is not used
         // again.
-        unsafe { sync::boxed::free(inner.as_ptr()) };
+        unsafe { free_contained(inner) };
     }
+}
+
+/// Frees the block on the resolver's side, containing (and reporting) a panic of the
+/// result's `Drop`: it must not escape `set_result` after a successful set, nor the
+/// resolver's `Drop`, which may run while its thread unwinds.
+///
+/// # Safety
+///
+/// The caller may free the block (nobody else can reach it), and it came from
+/// `boxed::into_raw`.
+unsafe fn free_contained<T, E>(inner: NonNull<Inner<T, E>>) {
+    panics::contain("dropping a promise's result", move || {
+        // SAFETY: the caller's obligation.
+        unsafe { sync::boxed::free(inner.as_ptr()) }
+    });
 }
 
 impl<T, E> Drop for Resolver<T, E> {

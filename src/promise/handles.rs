@@ -3,8 +3,8 @@
 //!
 //! Two words:
 //!
-//! - `count` is `live_handles << 1 | CLONED`. CLONED is set by the first clone and never
-//!   cleared: one live handle means "abandoned" only for a promise that had other handles (a
+//! - `count` is `live_handles << 1 | CLONED`. CLONED is set by the first clone (or when the
+//!   only handle moves into an owned future, which nobody can borrow) and never cleared: one live handle means "abandoned" only for a promise that had other handles (a
 //!   never-cloned promise shared by reference may still be set through that reference).
 //! - `guards` keeps the block alive apart from the live count: the live handles together
 //!   hold one guard, and each *orphaning* drop (one that leaves a single live handle of a
@@ -127,6 +127,16 @@ impl Handles {
         // the promise first, the caller's next DONE check sees it.
         let count = Count(self.count.load(Ordering::Acquire));
         count.live() == 1 && count.was_cloned()
+    }
+
+    /// Marks the promise as cloned without adding a handle: for a handle that moves into a
+    /// place (an owned future) from which no reference to it can be lent, so that its being
+    /// the last live handle means nobody else can set the promise.
+    #[inline]
+    pub(crate) fn mark_cloned(&self) {
+        // ORDERING: Relaxed, as the bit in `add`: it is read with the count by the handle
+        // that set it, or carried along by every later RMW of the count.
+        self.count.fetch_or(CLONED, Ordering::Relaxed);
     }
 
     /// Whether the caller's handle is the only live one and no orphaning drop holds a guard:

@@ -7,14 +7,18 @@
 //! promise, and each mechanism in it has its own module, which draws its state machine and
 //! argues why nothing is lost:
 //!
-//! - [`state`]: one atomic word, the tag bits CLAIMED, DONE and CALLBACKS and the head of the
-//!   waiter stack; the machine EMPTY → SETTING → DONE;
+//! - [`state`]: one atomic word, the tag bits (CLAIMED, DONE, CALLBACKS, and a channel's
+//!   ABANDONED, RESOLVER and GONE) and the head of the waiter stack; the machine
+//!   EMPTY → SETTING → DONE (a channel: RESOLVER → DONE or ABANDONED);
 //! - [`waiters`]: the lock-free stack of blocked threads and pending futures in that word,
 //!   woken by the setter or by an orphaning drop, pruned by waiters that give up;
 //! - [`callbacks`]: the `then` stack, drained in registration order and closed by the setter;
 //! - [`handles`]: how many live handles exist, which detects abandonment, and the guards that
 //!   keep the block alive and free it once;
 //! - [`future`]: [`WaitAsync`], a waiter whose owner is a task;
+//! - [`owned`]: [`PromiseFuture`], `promise.await`, the same waiter owning its handle;
+//! - [`channel`]: [`Resolver`], the single-setter end of [`Promise::channel`], and who
+//!   frees a channel's block;
 //! - this file: the API, the result slot (written once by the setter that won the claim),
 //!   and the blocking wait.
 //!
@@ -47,6 +51,7 @@ pub use future::WaitAsync;
 pub use owned::PromiseFuture;
 
 use crate::error::{PromiseDoneError, PromiseError};
+use crate::panics;
 use crate::setter::{self, Setter};
 use crate::sync::{self, thread, AdaptiveSpin, Arc, AtomicUsize, Ordering, UnsafeCell};
 use callbacks::Callbacks;
@@ -91,8 +96,11 @@ type Invariant<T, E> = (fn(T) -> T, fn(E) -> E);
 /// callbacks registered with [`then`](Promise::then) run when it is done.
 ///
 /// Waiting on a pending promise from its designated setter thread fails at once with
-/// [`PromiseError::Deadlock`] instead of hanging, and a waiter whose handle is the last one
-/// left (after the others were dropped unset) gets [`PromiseError::Abandoned`] at once.
+/// [`PromiseError::Deadlock`] instead of hanging, and a waiter gets
+/// [`PromiseError::Abandoned`] at once when nobody can set the promise any more: for a
+/// [`channel`](Promise::channel), when its [`Resolver`] is dropped unset (on every handle);
+/// for a shared promise, when the waiter's handle is the last one left (after the others
+/// were dropped unset).
 ///
 /// # Example
 ///
@@ -466,7 +474,9 @@ impl<T, E> Promise<T, E> {
     /// - Done with a value: `Ok(&value)`; done with an error: `Err(PromiseError::Failed(&e))`.
     /// - Still pending after `timeout`: `Err(PromiseError::Timeout)`.
     /// - Pending and the caller is the designated setter: `Err(PromiseError::Deadlock)` at once.
-    /// - Pending and every other handle is gone: `Err(PromiseError::Abandoned)` at once.
+    /// - Pending and nobody can set it any more: `Err(PromiseError::Abandoned)` at once. For a
+    ///   [`channel`](Promise::channel): its [`Resolver`] was dropped unset. For a shared
+    ///   promise: every other handle is gone (the caller's is the last).
     ///
     /// `Duration::ZERO` polls; a timeout too large for the clock (such as `Duration::MAX`)
     /// waits without limit. The caller spins for a few microseconds before it parks.
@@ -678,8 +688,9 @@ impl<T, E> Promise<T, E> {
     }
 
     /// A future that resolves to the result; any number of tasks (and threads) may wait at
-    /// once, and all are woken. It resolves to [`PromiseError::Abandoned`] when every other
-    /// handle is gone unset. Dropping it before it resolves unregisters it.
+    /// once, and all are woken. It resolves to [`PromiseError::Abandoned`] when nobody can set
+    /// the promise any more (as for [`result`](Promise::result)). Dropping it before it
+    /// resolves unregisters it.
     ///
     /// There is no deadlock check: an async task that awaits does not block its thread.
     /// Put a timeout around it with your runtime's timer if you need one.
@@ -796,7 +807,11 @@ impl<T, E> Promise<T, E> {
     unsafe fn run_now(&self, f: impl FnOnce(Result<&T, &E>)) {
         match self.try_result() {
             Some(result) => callbacks::run(f, result),
-            None => drop(f),
+            // Abandoned: dropped unrun, as the resolver's drop does with the queued ones; a
+            // panicking `Drop` is contained the same way.
+            None => {
+                panics::contain("dropping an unrun promise callback", move || drop(f));
+            }
         }
     }
 
@@ -939,8 +954,11 @@ impl<T, E> Promise<T, E> {
     /// Returns `None` (and drops this handle, as a drop would) if another handle, or a
     /// future or callback that holds one, still exists, if the promise is not done, or if
     /// a channel's resolver is still running the promise's callbacks. When several threads
-    /// call `into_inner` on the last handles of a done promise at once, exactly one of them
-    /// gets the result (the one whose handle goes last), as for `Arc::into_inner`.
+    /// call `into_inner` on the last handles of a done promise at once, at most one of them
+    /// gets the result (the one whose handle goes last), as for `Arc::into_inner`; it is
+    /// exactly one unless another handle's drop is still waking the waiters of a shared
+    /// promise it left with one handle (an orphaning drop, see `Promise`'s abandonment):
+    /// then `into_inner` returns `None` and that drop frees the block, with the value.
     ///
     /// ```
     /// use orderslip::Promise;
@@ -977,6 +995,14 @@ impl<T, E> Promise<T, E> {
         // SAFETY: as in `drop`: we gave up the last guard, and `this` is never used again.
         unsafe { sync::boxed::free(this.inner.as_ptr()) };
         result
+    }
+
+    /// Marks the promise as cloned (see `Handles::mark_cloned`).
+    fn mark_cloned(&self) {
+        let inner = self.inner();
+        if !inner.channel {
+            inner.handles.mark_cloned();
+        }
     }
 
     /// Whether this handle is the only way to reach the block: no other handle, no

@@ -58,6 +58,10 @@ impl<T: Clone, E: Clone> IntoFuture for Promise<T, E> {
 
     /// A future that owns this handle (see [`PromiseFuture`]).
     fn into_future(self) -> PromiseFuture<T, E> {
+        // Nobody can borrow the handle inside the future, so once it is the last one nobody
+        // else can set the promise: make it count as abandoned then, even if it was never
+        // cloned (a never-cloned promise only counts as settable through a reference).
+        self.mark_cloned();
         PromiseFuture {
             promise: Some(self),
             node: None,
