@@ -321,7 +321,8 @@ fn a_panicking_map_function_abandons_the_mapped_channel() {
 fn a_channel_callback_waiting_for_a_later_map_gets_deadlock() {
     let (resolver, p) = Promise::<u8, ()>::channel();
     let earlier = p.map(|v| u32::from(*v));
-    let slot: Arc<Mutex<Option<(Promise<u32, ()>, Promise<u32, ()>)>>> = Arc::default();
+    type Pair = (Promise<u32, ()>, Promise<u32, ()>);
+    let slot: Arc<Mutex<Option<Pair>>> = Arc::default();
     let (tx, rx) = mpsc::channel();
     let (s, e) = (slot.clone(), earlier.clone());
     p.then(move |_| {
