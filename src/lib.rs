@@ -227,5 +227,5 @@ mod setter;
 mod sync;
 
 pub use error::{ActionPanicked, PromiseDoneError, PromiseError};
-pub use promise::{Promise, PromiseFuture, Resolver, WaitAsync};
+pub use promise::{Closed, Promise, PromiseFuture, Resolver, WaitAsync};
 pub use queue::{ActionQueue, Builder};

@@ -309,3 +309,79 @@ fn an_owned_future_resolves_to_abandoned() {
     drop(resolver);
     assert_eq!(t.join().unwrap(), Err(PromiseError::Abandoned));
 }
+
+#[test]
+fn closed_resolves_when_the_last_handle_goes_on_another_thread() {
+    let (resolver, p) = Promise::<u8, ()>::channel();
+    let q = p.clone();
+    let (waker, wakes) = counting_waker();
+    let mut closed = Box::pin(resolver.closed());
+    assert!(poll_once(closed.as_mut(), &waker).is_pending());
+    drop(p);
+    assert!(
+        poll_once(closed.as_mut(), &waker).is_pending(),
+        "q still waits"
+    );
+    assert_eq!(wakes.count.load(Ordering::SeqCst), 0);
+    thread::spawn(move || drop(q)).join().unwrap();
+    assert_eq!(
+        wakes.count.load(Ordering::SeqCst),
+        1,
+        "the last drop woke it"
+    );
+    assert!(poll_once(closed.as_mut(), &waker).is_ready());
+    drop(closed);
+    assert_eq!(resolver.set_result(1), Err(1));
+}
+
+#[test]
+fn closed_of_a_closed_channel_is_ready_at_once_and_blocks_under_block_on() {
+    let (resolver, p) = Promise::<u8, ()>::channel();
+    let t = thread::spawn(move || {
+        block_on(resolver.closed());
+        resolver
+    });
+    drop(p);
+    let resolver = t.join().unwrap();
+    assert!(resolver.is_closed());
+    block_on(resolver.closed());
+}
+
+#[test]
+fn a_dropped_closed_future_unregisters_its_waker() {
+    let (resolver, p) = Promise::<u8, ()>::channel();
+    let (waker, wakes) = counting_waker();
+    let mut closed = Box::pin(resolver.closed());
+    assert!(poll_once(closed.as_mut(), &waker).is_pending());
+    drop(closed);
+    drop(waker);
+    assert_eq!(
+        Arc::strong_count(&wakes),
+        1,
+        "the node was pruned with its waker"
+    );
+    drop(p);
+    assert_eq!(wakes.count.load(Ordering::SeqCst), 0);
+    assert!(resolver.is_closed());
+}
+
+#[test]
+fn closed_stays_pending_while_a_callback_is_registered() {
+    let (resolver, p) = Promise::<u8, ()>::channel();
+    let ran = counter();
+    let r = ran.clone();
+    p.then(move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    let (waker, _wakes) = counting_waker();
+    let mut closed = Box::pin(resolver.closed());
+    assert!(poll_once(closed.as_mut(), &waker).is_pending());
+    drop(p);
+    assert!(
+        poll_once(closed.as_mut(), &waker).is_pending(),
+        "the callback reads"
+    );
+    drop(closed);
+    resolver.set_result(2).unwrap();
+    assert_eq!(load(&ran), 1);
+}

@@ -33,22 +33,31 @@
 //! publishes DONE: it takes the waiter stack, and a waiter's push fails once DONE or
 //! ABANDONED is set (see [`super::waiters`]), so every waiter is either woken or sees it.
 //!
+//! **Waiting for "closed".** [`Resolver::closed`] registers a task node on the waiter
+//! stack, pushed unless DONE, ABANDONED or GONE is set. The last handle sets GONE with a CAS
+//! that also takes the stack (the only live node it can hold then is the resolver's: every
+//! other waiter holds a handle) and wakes it, so the resolver's task either is woken or
+//! sees GONE: the same argument as for DONE.
+//!
 //! **Callbacks.** A resolver dropped unset drops the queued callbacks (so a `map` of the
 //! channel, whose resolver a callback holds, is abandoned at once), batch by batch as the
 //! setter's drain does, and closes the stack; a `then` after that drops its callback.
 
 use super::handles::Handles;
-use super::state::{State, ABANDONED, DONE, GONE, RESOLVER};
+use super::state::{State, ABANDONED, DONE, GONE, RESOLVER, TAGS};
 #[cfg(doc)]
 use super::Promise;
 use super::{waiters, Inner, Invariant};
 use crate::panics;
 use crate::setter;
-use crate::sync::{self, AtomicUsize, Ordering};
+use crate::sync::{self, Arc, AtomicUsize, Ordering};
 use std::fmt;
+use std::future::Future;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
+use std::pin::Pin;
 use std::ptr::NonNull;
+use std::task::{Context, Poll};
 
 /// The setting end of a [`Promise::channel`]: the only handle that can fulfil the channel's
 /// promise, consumed by doing so.
@@ -186,6 +195,33 @@ impl<T, E> Resolver<T, E> {
         // whatever the handles did before going is visible to the producer.
         let state = State(self.inner().state.load(Ordering::Acquire));
         state.handles_gone() && !state.has_callbacks()
+    }
+
+    /// Waits until [`is_closed`](Resolver::is_closed): every [`Promise`] handle is gone and
+    /// no callback is registered. Like tokio's `oneshot::Sender::closed`, for a producer
+    /// that wants to stop its work as soon as nobody waits (for example in a `select!`
+    /// beside the work). Never resolves while a callback is registered (a callback is a
+    /// reader), until the resolver is used. Dropping the future unregisters it.
+    ///
+    /// ```
+    /// use orderslip::Promise;
+    ///
+    /// #[tokio::main(flavor = "current_thread")]
+    /// async fn main() {
+    ///     let (resolver, reply) = Promise::<u64, ()>::channel();
+    ///     let producer = tokio::spawn(async move {
+    ///         resolver.closed().await; // the consumer gave up: stop
+    ///         resolver.is_closed()
+    ///     });
+    ///     drop(reply);
+    ///     assert!(producer.await.unwrap());
+    /// }
+    /// ```
+    pub fn closed(&self) -> Closed<'_, T, E> {
+        Closed {
+            resolver: self,
+            node: None,
+        }
     }
 
     /// Publishes `result` (DONE) and finishes, or hands it back if nobody can read it.
@@ -339,10 +375,105 @@ pub(super) fn release_promise(handles: &Handles, state: &AtomicUsize) -> bool {
     // We gave up the promise side's last guard.
     // ORDERING: Acquire: RESOLVER is cleared once, by the resolver's last RMW after its last
     // touch of the block; reading it clear orders all of that before our free.
-    if !State(state.load(Ordering::Acquire)).resolver_active() {
-        return true;
+    let mut old = State(state.load(Ordering::Acquire));
+    loop {
+        if !old.resolver_active() {
+            return true;
+        }
+        // Set GONE and take the waiter stack (for a resolver awaiting `closed`).
+        // ORDERING: AcqRel: Release hands this side's work to the resolver, which frees;
+        // Acquire to read the nodes, and (on failure too) the resolver's work if we free.
+        match state.compare_exchange_weak(
+            old.0,
+            (old.0 & TAGS) | GONE,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => break,
+            Err(actual) => old = State(actual),
+        }
     }
-    // ORDERING: AcqRel: Release hands this side's work to the resolver if it frees; Acquire
-    // orders the resolver's work before our free if we do.
-    !State(state.fetch_or(GONE, Ordering::AcqRel)).resolver_active()
+    if old.waiters() != 0 {
+        // SAFETY: the CAS took the stack with Acquire: we hold every node. Waking touches
+        // the nodes only, not the block (which the resolver may free meanwhile).
+        unsafe { waiters::wake_list(old.waiters() as *const waiters::Waiter) };
+    }
+    false
 }
+
+/// The future of [`Resolver::closed`].
+#[must_use = "futures do nothing unless polled"]
+pub struct Closed<'a, T, E> {
+    resolver: &'a Resolver<T, E>,
+    /// The task's node on the waiter stack, once registered.
+    node: Option<Arc<waiters::Waiter>>,
+}
+
+impl<T, E> Future for Closed<'_, T, E> {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let resolver = self.resolver;
+        if resolver.is_closed() {
+            return Poll::Ready(());
+        }
+        let state = &resolver.inner().state;
+        let registered = match &self.node {
+            None => {
+                let node = waiters::Waiter::for_task(cx.waker());
+                // SAFETY: the node is new, so in no stack; `state` is the channel's word.
+                let pushed = unsafe { waiters::push(state, &node, NOT_CLOSING) };
+                if pushed {
+                    self.node = Some(node);
+                }
+                pushed
+            }
+            Some(node) => {
+                node.register(cx.waker());
+                if node.is_woken() {
+                    node.rearm();
+                    // SAFETY: the node was WOKEN: its holder took it out of the stack and
+                    // let go of it, and only this future (its owner) pushes it again.
+                    let pushed = unsafe { waiters::push(state, node, NOT_CLOSING) };
+                    if !pushed {
+                        self.node = None;
+                    }
+                    pushed
+                } else {
+                    true
+                }
+            }
+        };
+        if !registered && resolver.is_closed() {
+            return Poll::Ready(());
+        }
+        // Registered: the last handle's CAS takes and wakes the node. Or not registered and
+        // not closed: GONE with a callback registered, which never closes while the resolver
+        // lives (nothing will wake us, as nothing will change).
+        Poll::Pending
+    }
+}
+
+impl<T, E> Drop for Closed<'_, T, E> {
+    fn drop(&mut self) {
+        if let Some(node) = self.node.take() {
+            if node.cancel() {
+                // SAFETY: the channel's word, whose stack holds only pushed nodes.
+                let _ = unsafe { waiters::prune(&self.resolver.inner().state, NOT_CLOSING) };
+            }
+        }
+    }
+}
+
+impl<T, E> fmt::Debug for Closed<'_, T, E> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Closed")
+            .field("resolver", self.resolver)
+            .field("registered", &self.node.is_some())
+            .finish()
+    }
+}
+
+/// The bits that close the waiter stack to the resolver's `closed` node: GONE (it closed),
+/// or the final states (the resolver was used; unreachable while a `Closed` borrows it).
+const NOT_CLOSING: usize = DONE | ABANDONED | GONE;

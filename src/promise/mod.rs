@@ -46,7 +46,7 @@ mod owned;
 mod state;
 mod waiters;
 
-pub use channel::Resolver;
+pub use channel::{Closed, Resolver};
 pub use future::WaitAsync;
 pub use owned::PromiseFuture;
 
