@@ -24,7 +24,7 @@ cd "$(dirname "$0")/.."
 
 TOOLCHAIN=${MIRI_TOOLCHAIN:-nightly}
 SEEDS=${MIRI_SEEDS-1..4}
-SEED_TESTS=${MIRI_SEED_TESTS:-model_based promise_set_and_wait promise_deadlock promise_abandon promise_callbacks promise_async memory queue_panics}
+SEED_TESTS=${MIRI_SEED_TESTS:-model_based promise_set_and_wait promise_deadlock promise_abandon promise_callbacks promise_async promise_channel memory queue_panics}
 INSTALL_TIMEOUT=${MIRI_INSTALL_TIMEOUT:-300}
 PASS_TIMEOUT=${MIRI_TIMEOUT:-900}
 FLAGS="-Zmiri-permissive-provenance"

@@ -27,6 +27,18 @@
 //! if registered after the set was known) or, if nothing was set, never runs and is dropped.
 //! A mapped promise agrees with the winner. Every value is dropped exactly once.
 //!
+//! **Channel** (`Promise::channel`). On one thread, every operation has exactly one right
+//! answer, so a sequential model predicts each one (waits, `try_result`, `is_closed`, the
+//! resolver's set handed back iff closed, `into_inner`, owned futures moving or cloning the
+//! value) and, after every operation, every callback's run and drop count, every value's drop
+//! count and every registered owned future's wake count. From several threads: a wait gives
+//! the resolver's value, `Abandoned` only if it was dropped, `Timeout` only for a finite
+//! timeout and never once the waiter knew the resolver had acted; a set on the promise end is
+//! always refused as "resolver only"; callbacks registered before the resolver acts have run
+//! (set) or been dropped unrun (dropped) when it returns; a set is handed back only if nobody
+//! could read it; at most one `into_inner` gets the value; maps agree; every value is dropped
+//! exactly once.
+//!
 //! **Queue.** Every action (put or submitted, from any producer, nested or not) runs exactly
 //! once, each producer's in the order it queued them; a submitted action's promise gives its
 //! value or `ActionPanicked`; once a submit's promise is done or `wait_idle` returns `true`,
@@ -37,13 +49,19 @@
 
 mod util;
 
-use orderslip::{ActionQueue, Promise, PromiseError};
+use orderslip::{ActionQueue, Promise, PromiseError, PromiseFuture, Resolver};
 use std::fmt;
+use std::future::IntoFuture;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex};
+use std::task::{Poll, Waker};
 use std::thread;
 use std::time::Duration;
-use util::{block_on, quiet_intentional_panics, wait_until, DEADLINE};
+use util::{
+    block_on, counting_waker, poll_once, quiet_intentional_panics, wait_until, CountingWake,
+    DEADLINE, LONG,
+};
 
 // ---- seeds and the generator ----
 
@@ -1065,6 +1083,1366 @@ fn queue_operations_from_many_producers_match_the_model() {
     println!("{n} queue cases, {actions} actions run and checked");
 }
 
+// ---- the channel model: one thread, exact ----
+//
+// A channel (`Promise::channel`) is set only by its resolver, so on one thread every
+// operation has exactly one right answer. The model tracks each promise block of a case:
+// the channel itself (node 0) and every `map` made from it or from another map (a map of a
+// channel is a channel whose resolver sits in a callback of its origin), with its status,
+// whether a callback was registered while it was pending, its queued callbacks and maps,
+// and the counted value it holds. Handles are held in a list (plain handles and the owned
+// futures of `IntoFuture`, which hold one too). After every operation the test checks,
+// besides the operation's own answer: every callback's run and drop counts, every value's
+// drop count (a value lives exactly as long as a handle of its done block), and every
+// registered owned future's wake count.
+
+/// A wait on a handle of the sequential channel model. Whether a wait may block is decided
+/// when it runs: the model knows whether the promise is final.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum SWait {
+    Zero,
+    Micros(u64),
+    /// Final: `wait()` (`true`) or `result(Duration::MAX)` (`false`), which must return at
+    /// once; pending: `result(100 µs)`, which must time out.
+    Blocking(bool),
+    /// Final: `block_on(wait_async())`; pending: one poll (pending, its waker never woken)
+    /// and a drop (which unregisters it).
+    Async,
+    /// `is_done`, `try_result` and the `Debug` state.
+    TryResult,
+}
+
+/// An operation of the sequential channel model. `at` picks a plain handle (modulo their
+/// number; no-op without one), `Drop` any held entry, `PollFuture` an owned future.
+#[derive(Clone, Debug)]
+enum SOp {
+    Clone(usize),
+    Drop(usize),
+    Wait(SWait, usize),
+    Then {
+        panics: bool,
+        at: usize,
+    },
+    ThenElse(usize),
+    Map(usize),
+    /// Turns the handle into its owned future (`IntoFuture`) and polls it once.
+    IntoFuture(usize),
+    PollFuture(usize),
+    IntoInner(usize),
+    /// `set_result`/`set_exception` on the promise end: always refused.
+    SetOnPromise {
+        err: bool,
+        at: usize,
+    },
+    ResolverSet {
+        err: bool,
+    },
+    ResolverDrop,
+    IsClosed,
+}
+
+const S_MAX_OPS: usize = 40;
+
+fn gen_sequential_channel_case(rng: &mut Rng) -> Vec<SOp> {
+    (0..rng.range(4, S_MAX_OPS))
+        .map(|_| {
+            let at = rng.below(8);
+            match rng.below(25) {
+                0..=2 => SOp::Clone(at),
+                3 | 4 => SOp::Drop(at),
+                5..=9 => SOp::Wait(
+                    match rng.below(6) {
+                        0 => SWait::Zero,
+                        1 => SWait::Micros(if rng.chance(1, 2) { 1 } else { 50 }),
+                        2 => SWait::Blocking(rng.chance(1, 2)),
+                        3 => SWait::Async,
+                        _ => SWait::TryResult,
+                    },
+                    at,
+                ),
+                10 | 11 => SOp::Then {
+                    panics: rng.chance(1, 4),
+                    at,
+                },
+                12 => SOp::ThenElse(at),
+                13 | 14 => SOp::Map(at),
+                15 => SOp::IntoFuture(at),
+                16 => SOp::PollFuture(at),
+                17 => SOp::IntoInner(at),
+                18 => SOp::SetOnPromise {
+                    err: rng.chance(1, 2),
+                    at,
+                },
+                19 | 20 => SOp::ResolverSet {
+                    err: rng.chance(1, 3),
+                },
+                21 => SOp::ResolverDrop,
+                _ => SOp::IsClosed,
+            }
+        })
+        .collect()
+}
+
+/// The state of one promise block of a channel case.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Status {
+    Pending,
+    /// Done with the value (`failed: false`) or error with this id.
+    Done {
+        id: usize,
+        failed: bool,
+    },
+    Abandoned,
+}
+
+impl Status {
+    fn is_final(self) -> bool {
+        self != Status::Pending
+    }
+
+    /// What a wait that cannot block any more (or a zero timeout) must return.
+    fn seen(self) -> Seen {
+        match self {
+            Status::Pending => Seen::Timeout,
+            Status::Done { id, failed } => Seen::Value { id, failed },
+            Status::Abandoned => Seen::Abandoned,
+        }
+    }
+}
+
+/// Something queued on a pending block, run (or dropped) when it is resolved.
+#[derive(Clone, Copy, Debug)]
+enum Queued {
+    Callback(usize),
+    /// The map whose resolver the callback holds.
+    Map(usize),
+}
+
+#[derive(Debug)]
+struct SNode {
+    status: Status,
+    /// A callback (or map) was registered while it was pending: the channel is never
+    /// closed, and its resolver's set is never handed back.
+    callbacks: bool,
+    queued: Vec<Queued>,
+    /// The counted value the block holds once done (`None` before, for a map's error, which
+    /// is a clone, and when the value was handed back).
+    value: Option<usize>,
+    /// For a map: the id of the value its function makes.
+    map_value: usize,
+}
+
+/// A callback of the sequential model and what it must show by now.
+struct SCallback {
+    record: Arc<CbRecord>,
+    tokens: usize,
+    runs: usize,
+    dropped: usize,
+    saw: Option<(usize, bool)>,
+}
+
+enum Entry {
+    Handle(Promise<Val, Val>),
+    /// An owned future, polled pending once (so registered), and its waker's counter.
+    Future(PromiseFuture<Val, Val>, Waker, Arc<CountingWake>),
+}
+
+struct Held {
+    node: usize,
+    entry: Entry,
+}
+
+/// How often each outcome was seen over a run of the channel models (printed).
+#[derive(Default, Debug)]
+struct ChannelCoverage {
+    values: usize,
+    timeouts: usize,
+    abandoned: usize,
+    pending: usize,
+    refused_promise_end_sets: usize,
+    resolver_sets: usize,
+    handed_back: usize,
+    resolver_drops: usize,
+    closed_seen: usize,
+    into_inner_some: usize,
+    into_inner_none: usize,
+    futures_moved: usize,
+    futures_cloned: usize,
+    futures_woken: usize,
+    callbacks_run: usize,
+    callbacks_dropped_unrun: usize,
+    maps: usize,
+}
+
+struct SModel {
+    ledger: Arc<Ledger>,
+    nodes: Vec<SNode>,
+    held: Vec<Held>,
+    callbacks: Vec<SCallback>,
+    /// Every counted value created (handed back or not).
+    created: Vec<usize>,
+    resolver: Option<Resolver<Val, Val>>,
+}
+
+impl SModel {
+    fn handles(&self, node: usize) -> usize {
+        self.held.iter().filter(|h| h.node == node).count()
+    }
+
+    /// `Resolver::is_closed` of the block: no handle left, no callback registered.
+    fn closed(&self, node: usize) -> bool {
+        self.handles(node) == 0 && !self.nodes[node].callbacks
+    }
+
+    fn new_node(&mut self, map_value: usize) -> usize {
+        self.nodes.push(SNode {
+            status: Status::Pending,
+            callbacks: false,
+            queued: Vec::new(),
+            value: None,
+            map_value,
+        });
+        self.nodes.len() - 1
+    }
+
+    /// The resolver of `node` sets it (`Done`) or is dropped (`Abandoned`): runs or drops
+    /// what was queued, resolving the maps in turn. Returns whether a set was handed back
+    /// (the channel was closed).
+    fn resolve(&mut self, node: usize, outcome: Status, value: Option<usize>) -> bool {
+        if let Status::Done { .. } = outcome {
+            if self.closed(node) {
+                self.nodes[node].status = outcome;
+                return true;
+            }
+            self.nodes[node].value = value;
+        }
+        self.nodes[node].status = outcome;
+        for q in std::mem::take(&mut self.nodes[node].queued) {
+            match q {
+                Queued::Callback(c) => self.finish_callback(c, outcome),
+                Queued::Map(child) => self.resolve_map(child, outcome),
+            }
+        }
+        false
+    }
+
+    /// What the callback inside a map does when its origin is resolved with `outcome`.
+    fn resolve_map(&mut self, child: usize, origin: Status) {
+        match origin {
+            Status::Done { failed: false, .. } => {
+                let id = self.nodes[child].map_value;
+                self.created.push(id);
+                let done = Status::Done { id, failed: false };
+                // Handed back (nobody listens): the callback drops it.
+                let _ = self.resolve(child, done, Some(id));
+            }
+            // The error is passed on cloned (uncounted).
+            Status::Done { id, failed: true } => {
+                let _ = self.resolve(child, Status::Done { id, failed: true }, None);
+            }
+            Status::Abandoned => {
+                let _ = self.resolve(child, Status::Abandoned, None);
+            }
+            Status::Pending => unreachable!(),
+        }
+    }
+
+    fn finish_callback(&mut self, c: usize, outcome: Status) {
+        let cb = &mut self.callbacks[c];
+        if let Status::Done { id, failed } = outcome {
+            cb.runs = 1;
+            cb.saw = Some((id, failed));
+        }
+        cb.dropped = cb.tokens;
+    }
+
+    /// Registers callback `c` (or the map `Queued::Map`) on `node`, as `then` does.
+    fn register(&mut self, node: usize, q: Queued) {
+        let status = self.nodes[node].status;
+        if status == Status::Pending {
+            self.nodes[node].callbacks = true;
+            self.nodes[node].queued.push(q);
+            return;
+        }
+        match q {
+            Queued::Callback(c) => self.finish_callback(c, status),
+            Queued::Map(child) => self.resolve_map(child, status),
+        }
+    }
+
+    /// The index in `held` of the `at`-th plain handle (modulo), if any.
+    fn pick_handle(&self, at: usize) -> Option<usize> {
+        let handles: Vec<usize> = (0..self.held.len())
+            .filter(|&i| matches!(self.held[i].entry, Entry::Handle(_)))
+            .collect();
+        (!handles.is_empty()).then(|| handles[at % handles.len()])
+    }
+
+    fn pick_future(&self, at: usize) -> Option<usize> {
+        let futures: Vec<usize> = (0..self.held.len())
+            .filter(|&i| matches!(self.held[i].entry, Entry::Future(..)))
+            .collect();
+        (!futures.is_empty()).then(|| futures[at % futures.len()])
+    }
+
+    /// Whether value `id` must still be alive: held by a done block that has a handle.
+    fn alive(&self, id: usize) -> bool {
+        self.nodes
+            .iter()
+            .enumerate()
+            .any(|(n, node)| node.value == Some(id) && self.handles(n) > 0)
+    }
+
+    /// Checks everything observable that the model predicts, after each operation.
+    fn check(&self, step: &str) {
+        for (n, cb) in self.callbacks.iter().enumerate() {
+            let runs = cb.record.runs.load(Ordering::SeqCst);
+            let dropped = cb.record.dropped.load(Ordering::SeqCst);
+            assert_eq!(
+                (runs, dropped),
+                (cb.runs, cb.dropped),
+                "{step}: callback {n}: (runs, drops of its {} token(s))",
+                cb.tokens
+            );
+            assert_eq!(
+                *cb.record.saw.lock().unwrap(),
+                cb.saw,
+                "{step}: callback {n}"
+            );
+        }
+        for &id in &self.created {
+            let expected = u8::from(!self.alive(id));
+            assert_eq!(self.ledger.drops(id), expected, "{step}: value {id} drops");
+        }
+        for h in &self.held {
+            if let Entry::Future(_, _, wakes) = &h.entry {
+                let expected = usize::from(self.nodes[h.node].status.is_final());
+                assert_eq!(
+                    wakes.count.load(Ordering::SeqCst),
+                    expected,
+                    "{step}: a registered owned future of block {} is woken once when it \
+                     is resolved",
+                    h.node
+                );
+            }
+        }
+    }
+}
+
+/// The answer of a ready owned future, checked against the model. `counted`: the block
+/// holds a counted value (not a map's cloned error); `last`: the future held the block's
+/// last handle, so the value is moved out, not cloned (a clone is uncounted).
+fn check_owned_output(
+    out: Result<Val, PromiseError<Val>>,
+    status: Status,
+    counted: bool,
+    last: bool,
+    cov: &mut ChannelCoverage,
+    step: &str,
+) {
+    let (got, moved) = match &out {
+        Ok(v) => (
+            Seen::Value {
+                id: v.id,
+                failed: false,
+            },
+            v.ledger.is_some(),
+        ),
+        Err(PromiseError::Failed(e)) => (
+            Seen::Value {
+                id: e.id,
+                failed: true,
+            },
+            e.ledger.is_some(),
+        ),
+        Err(PromiseError::Abandoned) => (Seen::Abandoned, false),
+        Err(other) => panic!("{step}: owned future gave {other:?}"),
+    };
+    assert_eq!(got, status.seen(), "{step}: owned future");
+    if let Seen::Value { .. } = got {
+        assert_eq!(
+            moved,
+            counted && last,
+            "{step}: moved out iff the future held the last handle"
+        );
+        if last {
+            cov.futures_moved += 1;
+        } else {
+            cov.futures_cloned += 1;
+        }
+    }
+}
+
+fn run_sequential_channel_case(ops: &[SOp], cov: &mut ChannelCoverage) {
+    let ledger = Ledger::new(1 + 2 * S_MAX_OPS);
+    let (resolver, p) = Promise::<Val, Val>::channel();
+    let mut m = SModel {
+        ledger: ledger.clone(),
+        nodes: Vec::new(),
+        held: vec![Held {
+            node: 0,
+            entry: Entry::Handle(p),
+        }],
+        callbacks: Vec::new(),
+        created: Vec::new(),
+        resolver: Some(resolver),
+    };
+    m.new_node(0);
+    for (i, op) in ops.iter().enumerate() {
+        let step = format!("op {i} {op:?}");
+        run_sequential_op(&mut m, i, op, cov, &step);
+        m.check(&step);
+    }
+    // The end: the resolver (if still there) is dropped, then every held entry.
+    if m.resolver.is_some() {
+        run_sequential_op(&mut m, usize::MAX, &SOp::ResolverDrop, cov, "end");
+        m.check("end: resolver dropped");
+    }
+    while !m.held.is_empty() {
+        run_sequential_op(&mut m, usize::MAX, &SOp::Drop(0), cov, "end");
+        m.check("end: a handle dropped");
+    }
+    for (n, cb) in m.callbacks.iter().enumerate() {
+        assert_eq!(cb.dropped, cb.tokens, "callback {n} in the model");
+        cov.callbacks_run += cb.runs;
+        cov.callbacks_dropped_unrun += usize::from(cb.runs == 0);
+    }
+    for &id in &m.created {
+        assert_eq!(ledger.drops(id), 1, "end: value {id}");
+    }
+}
+
+fn run_sequential_op(m: &mut SModel, i: usize, op: &SOp, cov: &mut ChannelCoverage, step: &str) {
+    match *op {
+        SOp::Clone(at) => {
+            if let Some(h) = m.pick_handle(at) {
+                let Entry::Handle(p) = &m.held[h].entry else {
+                    unreachable!()
+                };
+                let q = p.clone();
+                let node = m.held[h].node;
+                m.held.push(Held {
+                    node,
+                    entry: Entry::Handle(q),
+                });
+            }
+        }
+        SOp::Drop(at) => {
+            if !m.held.is_empty() {
+                let k = at % m.held.len();
+                drop(m.held.remove(k));
+            }
+        }
+        SOp::Wait(kind, at) => {
+            let Some(h) = m.pick_handle(at) else { return };
+            let status = m.nodes[m.held[h].node].status;
+            let Entry::Handle(p) = &m.held[h].entry else {
+                unreachable!()
+            };
+            let got = match kind {
+                SWait::Zero => seen(p.result(Duration::ZERO)),
+                SWait::Micros(n) => seen(p.result(Duration::from_micros(n))),
+                SWait::Blocking(untimed) if status.is_final() => {
+                    if untimed {
+                        seen(p.wait())
+                    } else {
+                        seen(p.result(Duration::MAX))
+                    }
+                }
+                SWait::Blocking(_) => seen(p.result(Duration::from_micros(100))),
+                SWait::Async if status.is_final() => seen(block_on(p.wait_async())),
+                SWait::Async => {
+                    let (waker, wakes) = counting_waker();
+                    let mut fut = Box::pin(p.wait_async());
+                    assert!(
+                        poll_once(fut.as_mut(), &waker).is_pending(),
+                        "{step}: wait_async on a pending channel"
+                    );
+                    drop(fut);
+                    assert_eq!(wakes.count.load(Ordering::SeqCst), 0, "{step}: woken");
+                    Seen::Timeout
+                }
+                SWait::TryResult => {
+                    let state = match status {
+                        Status::Pending => "pending",
+                        Status::Abandoned => "abandoned",
+                        Status::Done { failed: false, .. } => "fulfilled",
+                        Status::Done { failed: true, .. } => "failed",
+                    };
+                    let debug = format!("{p:?}");
+                    assert!(debug.contains(state), "{step}: {debug} is not {state}");
+                    assert_eq!(
+                        p.is_done(),
+                        matches!(status, Status::Done { .. }),
+                        "{step}: is_done"
+                    );
+                    match p.try_result() {
+                        None => Seen::Pending,
+                        Some(r) => seen(r.map_err(PromiseError::Failed)),
+                    }
+                }
+            };
+            let expected = match (kind, status) {
+                (SWait::TryResult, Status::Pending | Status::Abandoned) => Seen::Pending,
+                _ => status.seen(),
+            };
+            assert_eq!(got, expected, "{step}: block {}", m.held[h].node);
+            match got {
+                Seen::Value { .. } => cov.values += 1,
+                Seen::Timeout => cov.timeouts += 1,
+                Seen::Abandoned => cov.abandoned += 1,
+                Seen::Pending => cov.pending += 1,
+                Seen::Deadlock => unreachable!(),
+            }
+        }
+        SOp::Then { at, .. } | SOp::ThenElse(at) => {
+            let Some(h) = m.pick_handle(at) else { return };
+            let record = Arc::new(CbRecord::default());
+            let Entry::Handle(p) = &m.held[h].entry else {
+                unreachable!()
+            };
+            let tokens = if let SOp::Then { panics, .. } = *op {
+                let token = CbToken(record.clone());
+                p.then(move |r| {
+                    *token.0.saw.lock().unwrap() = Some(match r {
+                        Ok(v) => (v.id, false),
+                        Err(e) => (e.id, true),
+                    });
+                    token.0.runs.fetch_add(1, Ordering::SeqCst);
+                    if panics {
+                        panic!("model: intentional callback panic");
+                    }
+                });
+                1
+            } else {
+                let (ok, err) = (CbToken(record.clone()), CbToken(record.clone()));
+                p.then_else(
+                    move |v| {
+                        *ok.0.saw.lock().unwrap() = Some((v.id, false));
+                        ok.0.runs.fetch_add(1, Ordering::SeqCst);
+                    },
+                    move |e| {
+                        *err.0.saw.lock().unwrap() = Some((e.id, true));
+                        err.0.runs.fetch_add(1, Ordering::SeqCst);
+                    },
+                );
+                2
+            };
+            m.callbacks.push(SCallback {
+                record,
+                tokens,
+                runs: 0,
+                dropped: 0,
+                saw: None,
+            });
+            let node = m.held[h].node;
+            m.register(node, Queued::Callback(m.callbacks.len() - 1));
+        }
+        SOp::Map(at) => {
+            let Some(h) = m.pick_handle(at) else { return };
+            let node = m.held[h].node;
+            let id = 1 + S_MAX_OPS + i;
+            let ledger = m.ledger.clone();
+            // The new block is in the model (with its handle) before the origin's callback
+            // can run: a map of a done promise is resolved inside `map`, and is not closed.
+            let child = m.new_node(id);
+            let Entry::Handle(p) = &m.held[h].entry else {
+                unreachable!()
+            };
+            let mapped = p.map(move |_| Val::new(id, &ledger));
+            m.held.push(Held {
+                node: child,
+                entry: Entry::Handle(mapped),
+            });
+            m.register(node, Queued::Map(child));
+            cov.maps += 1;
+        }
+        SOp::IntoFuture(at) => {
+            let Some(h) = m.pick_handle(at) else { return };
+            let last = m.handles(m.held[h].node) == 1;
+            let Held { node, entry } = m.held.remove(h);
+            let Entry::Handle(p) = entry else {
+                unreachable!()
+            };
+            let (status, counted) = (m.nodes[node].status, m.nodes[node].value.is_some());
+            let (waker, wakes) = counting_waker();
+            let mut fut = p.into_future();
+            match poll_once(Pin::new(&mut fut), &waker) {
+                Poll::Ready(out) => {
+                    assert!(status.is_final(), "{step}: ready while pending");
+                    check_owned_output(out, status, counted, last, cov, step);
+                }
+                Poll::Pending => {
+                    assert!(!status.is_final(), "{step}: pending while {status:?}");
+                    m.held.push(Held {
+                        node,
+                        entry: Entry::Future(fut, waker, wakes),
+                    });
+                }
+            }
+        }
+        SOp::PollFuture(at) => {
+            let Some(h) = m.pick_future(at) else { return };
+            let node = m.held[h].node;
+            let (status, counted) = (m.nodes[node].status, m.nodes[node].value.is_some());
+            let last = m.handles(node) == 1;
+            let Entry::Future(fut, waker, _) = &mut m.held[h].entry else {
+                unreachable!()
+            };
+            match poll_once(Pin::new(fut), &*waker) {
+                Poll::Ready(out) => {
+                    assert!(status.is_final(), "{step}: ready while pending");
+                    cov.futures_woken += 1;
+                    m.held.remove(h);
+                    check_owned_output(out, status, counted, last, cov, step);
+                }
+                Poll::Pending => assert!(!status.is_final(), "{step}: pending while {status:?}"),
+            }
+        }
+        SOp::IntoInner(at) => {
+            let Some(h) = m.pick_handle(at) else { return };
+            let last = m.handles(m.held[h].node) == 1;
+            let Held { node, entry } = m.held.remove(h);
+            let Entry::Handle(p) = entry else {
+                unreachable!()
+            };
+            let status = m.nodes[node].status;
+            let got = p.into_inner();
+            match (status, got) {
+                (Status::Done { id, failed }, Some(r)) if last => {
+                    let v = match &r {
+                        Ok(v) => v,
+                        Err(e) => e,
+                    };
+                    assert_eq!((v.id, r.is_err()), (id, failed), "{step}");
+                    cov.into_inner_some += 1;
+                }
+                (_, None) if !last || !matches!(status, Status::Done { .. }) => {
+                    cov.into_inner_none += 1;
+                }
+                (status, got) => panic!(
+                    "{step}: into_inner of {} handle of a {status:?} block gave {got:?}",
+                    if last { "the last" } else { "a" }
+                ),
+            }
+        }
+        SOp::SetOnPromise { err, at } => {
+            let Some(h) = m.pick_handle(at) else { return };
+            let Entry::Handle(p) = &m.held[h].entry else {
+                unreachable!()
+            };
+            let id = 1 + i;
+            m.created.push(id);
+            let v = Val::new(id, &m.ledger);
+            let refused = if err {
+                p.set_exception(v).unwrap_err()
+            } else {
+                p.set_result(v).unwrap_err()
+            };
+            assert!(!refused.is_already_set(), "{step}: a channel's refusal");
+            assert_eq!(refused.into_inner().id, id, "{step}: handed back");
+            cov.refused_promise_end_sets += 1;
+        }
+        SOp::ResolverSet { err } => {
+            let Some(resolver) = m.resolver.take() else {
+                return;
+            };
+            let closed = m.closed(0);
+            m.created.push(0);
+            let v = Val::new(0, &m.ledger);
+            let back = if err {
+                resolver.set_exception(v).err()
+            } else {
+                resolver.set_result(v).err()
+            };
+            let handed_back = m.resolve(0, Status::Done { id: 0, failed: err }, Some(0));
+            assert_eq!(handed_back, closed);
+            assert_eq!(
+                back.as_ref().map(|v| v.id),
+                handed_back.then_some(0),
+                "{step}: handed back iff closed ({closed})"
+            );
+            cov.resolver_sets += 1;
+            cov.handed_back += usize::from(handed_back);
+        }
+        SOp::ResolverDrop => {
+            if let Some(resolver) = m.resolver.take() {
+                drop(resolver);
+                m.resolve(0, Status::Abandoned, None);
+                cov.resolver_drops += 1;
+            }
+        }
+        SOp::IsClosed => {
+            if let Some(resolver) = &m.resolver {
+                let closed = m.closed(0);
+                assert_eq!(resolver.is_closed(), closed, "{step}");
+                let debug = format!("{resolver:?}");
+                assert!(
+                    debug.contains(&format!("closed: {closed}")),
+                    "{step}: {debug}"
+                );
+                cov.closed_seen += usize::from(closed);
+            }
+        }
+    }
+}
+
+#[test]
+fn channel_operations_in_sequence_match_the_model_exactly() {
+    quiet_intentional_panics();
+    let cases = if cfg!(miri) { 24 } else { 3_000 };
+    let (seeds, single) = seeds(0x0DE5_11F0_0003, cases);
+    let mut cov = ChannelCoverage::default();
+    let n = seeds.len();
+    for seed in seeds {
+        let _guard = SeedGuard {
+            test: "channel_operations_in_sequence_match_the_model_exactly",
+            seed,
+        };
+        let ops = gen_sequential_channel_case(&mut Rng(seed));
+        if single {
+            println!("{ops:#?}");
+        }
+        run_sequential_channel_case(&ops, &mut cov);
+    }
+    println!("{n} sequential channel cases: {cov:#?}");
+    if !single && n >= 1_000 {
+        // One thread: the cases are deterministic, and the default ones reach every outcome.
+        let ChannelCoverage {
+            values,
+            timeouts,
+            abandoned,
+            pending,
+            refused_promise_end_sets,
+            resolver_sets,
+            handed_back,
+            resolver_drops,
+            closed_seen,
+            into_inner_some,
+            into_inner_none,
+            futures_moved,
+            futures_cloned,
+            futures_woken,
+            callbacks_run,
+            callbacks_dropped_unrun,
+            maps,
+        } = cov;
+        for (what, count) in [
+            ("values", values),
+            ("timeouts", timeouts),
+            ("abandoned", abandoned),
+            ("pending", pending),
+            ("refused promise-end sets", refused_promise_end_sets),
+            ("resolver sets", resolver_sets),
+            ("handed back", handed_back),
+            ("resolver drops", resolver_drops),
+            ("closed seen", closed_seen),
+            ("into_inner Some", into_inner_some),
+            ("into_inner None", into_inner_none),
+            ("futures moved", futures_moved),
+            ("futures cloned", futures_cloned),
+            ("futures woken", futures_woken),
+            ("callbacks run", callbacks_run),
+            ("callbacks dropped unrun", callbacks_dropped_unrun),
+            ("maps", maps),
+        ] {
+            assert!(count > 0, "no case reached: {what}");
+        }
+    }
+}
+
+// ---- the channel model: many threads ----
+//
+// Worker threads run random scripts on clones of one channel's promise end while main holds
+// the resolver and, after a random delay (or, in some cases, only once every worker has
+// finished and dropped its handles), sets it or drops it. What every interleaving must show:
+// a wait gives main's value, or `Abandoned` only if main dropped the resolver, or `Timeout`
+// only for a finite timeout and only if the waiter could not know the resolver had acted
+// (main raises a flag right after); never `Deadlock`; a set on the promise end is always
+// refused as "resolver only" and hands its value back; the resolver's set is handed back
+// iff nobody could read it (and then no callback or map was ever registered, no handle was
+// left, and a `true` from `is_closed` before it says so in advance); each callback runs
+// once with the value if the resolver set it, else is dropped unrun, and those registered
+// before the resolver acted have run (or been dropped) when it returns; every map agrees;
+// at most one `into_inner` gets the value; every value is dropped exactly once.
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum CWait {
+    Zero,
+    Micros(u64),
+    Millis(u64),
+    TryResult,
+    /// `wait()`.
+    Untimed,
+    /// `result(Duration::MAX)`.
+    Max,
+    /// `block_on(wait_async())`.
+    Async,
+    /// `block_on` of a clone's owned future (`IntoFuture`).
+    Owned,
+}
+
+impl CWait {
+    fn is_finite(self) -> bool {
+        matches!(self, CWait::Zero | CWait::Micros(_) | CWait::Millis(_))
+    }
+}
+
+#[derive(Clone, Debug)]
+enum COp {
+    /// On the thread's newest handle.
+    Wait(CWait),
+    Then {
+        panics: bool,
+    },
+    ThenElse,
+    Clone,
+    /// Drops one of the thread's handles (by index modulo the count).
+    Drop(usize),
+    Map,
+    SetOnPromise {
+        err: bool,
+    },
+    /// `into_inner` of the thread's newest handle.
+    IntoInner,
+    /// `block_on` of the newest handle's own owned future (it may move the value out).
+    AwaitOwned,
+    Yield,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Outcome {
+    SetOk,
+    SetErr,
+    DropResolver,
+}
+
+#[derive(Clone, Debug)]
+struct CCase {
+    outcome: Outcome,
+    /// Main keeps a handle of its own until the end.
+    main_keeps: bool,
+    /// Main acts on the resolver only after every worker finished and dropped its handles,
+    /// so whether the channel is closed is known exactly. No endless waits then.
+    after_workers: bool,
+    /// Main yields this many times (polling `is_closed`) before it acts.
+    main_delay: usize,
+    scripts: Vec<Vec<COp>>,
+}
+
+fn gen_channel_case(rng: &mut Rng) -> CCase {
+    let after_workers = rng.chance(1, 4);
+    // Some cases register no callback, so that the channel can close.
+    let callbacks = rng.chance(2, 3);
+    let threads = rng.range(2, 4);
+    let scripts = (0..threads)
+        .map(|_| {
+            (0..rng.range(1, MAX_OPS))
+                .map(|_| match rng.below(20) {
+                    0..=6 => COp::Wait(match rng.below(10) {
+                        0 => CWait::Zero,
+                        1 => CWait::Micros(1),
+                        2 => CWait::Micros(200),
+                        3 => CWait::Millis(2),
+                        4 => CWait::TryResult,
+                        // Endless waits end only if the resolver acts while they wait.
+                        5 if !after_workers => CWait::Untimed,
+                        6 if !after_workers => CWait::Max,
+                        7 if !after_workers => CWait::Async,
+                        8 if !after_workers => CWait::Owned,
+                        _ => CWait::Micros(50),
+                    }),
+                    7 | 8 if callbacks => COp::Then {
+                        panics: rng.chance(1, 4),
+                    },
+                    9 if callbacks => COp::ThenElse,
+                    10..=12 => COp::Clone,
+                    13 => COp::Drop(rng.below(4)),
+                    14 if callbacks => COp::Map,
+                    15 => COp::SetOnPromise {
+                        err: rng.chance(1, 2),
+                    },
+                    16 => COp::IntoInner,
+                    17 if !after_workers => COp::AwaitOwned,
+                    _ => COp::Yield,
+                })
+                .collect()
+        })
+        .collect();
+    CCase {
+        outcome: match rng.below(3) {
+            0 => Outcome::SetOk,
+            1 => Outcome::SetErr,
+            _ => Outcome::DropResolver,
+        },
+        main_keeps: rng.chance(1, 3),
+        after_workers,
+        main_delay: rng.below(50),
+        scripts,
+    }
+}
+
+/// A callback of the concurrent channel model: its record, how many tokens its closures
+/// hold, and whether its `then` has returned.
+struct CCallback {
+    record: Arc<CbRecord>,
+    tokens: usize,
+    registered: AtomicBool,
+}
+
+struct CWorld {
+    ledger: Arc<Ledger>,
+    /// Set (SeqCst) by main right after the resolver's set or drop returned.
+    resolved: AtomicBool,
+    callbacks: Mutex<Vec<Arc<CCallback>>>,
+}
+
+/// What one worker of the concurrent channel model observed.
+#[derive(Default, Debug)]
+struct CLog {
+    /// Ids of the values it tried to set on the promise end (all refused).
+    refused: Vec<usize>,
+    /// (op index, kind, what it saw)
+    waits: Vec<(usize, CWait, Seen)>,
+    /// It registered a callback or a map on the channel.
+    registered: bool,
+    /// What each `into_inner` gave: `Some((id, failed))` or `None`.
+    into_inner: Vec<Option<(usize, bool)>>,
+}
+
+/// The owned answer of an owned future, as a `Seen`.
+fn seen_owned(r: Result<Val, PromiseError<Val>>) -> Seen {
+    match r {
+        Ok(v) => seen(Ok(&v)),
+        Err(PromiseError::Failed(e)) => seen(Err(PromiseError::Failed(&e))),
+        Err(PromiseError::Timeout) => Seen::Timeout,
+        Err(PromiseError::Deadlock) => Seen::Deadlock,
+        Err(PromiseError::Abandoned) => Seen::Abandoned,
+        Err(other) => panic!("unknown error {other:?}"),
+    }
+}
+
+/// Whether `s`, seen by a wait of `kind`, is legal for a case resolved with `outcome`;
+/// `known`: the waiter knew the resolver had acted before the wait began.
+fn check_channel_wait(i: usize, kind: CWait, s: Seen, outcome: Outcome, known: bool) {
+    let winner = match outcome {
+        Outcome::SetOk => Some((0, false)),
+        Outcome::SetErr => Some((0, true)),
+        Outcome::DropResolver => None,
+    };
+    match s {
+        Seen::Value { id, failed } => assert_eq!(
+            Some((id, failed)),
+            winner,
+            "op {i} {kind:?}: another value than the resolver's"
+        ),
+        Seen::Timeout => assert!(
+            kind.is_finite() && !known,
+            "op {i}: Timeout from {kind:?} (the resolver's act known before: {known})"
+        ),
+        Seen::Abandoned => assert!(
+            winner.is_none() && kind != CWait::TryResult,
+            "op {i}: Abandoned from {kind:?} with {outcome:?}"
+        ),
+        Seen::Pending => assert!(
+            kind == CWait::TryResult && !(known && winner.is_some()),
+            "op {i}: try_result None from {kind:?}, known set: {known}"
+        ),
+        Seen::Deadlock => panic!("op {i}: Deadlock from {kind:?} on a channel"),
+    }
+}
+
+/// What a worker of the concurrent channel model returns: its log, and the handles and maps
+/// it still holds (none when main acts only after the workers).
+type CWorkerEnd = (CLog, Vec<Promise<Val, Val>>, Vec<Promise<usize, Val>>);
+
+fn run_channel_worker(
+    me: usize,
+    case: &CCase,
+    world: &CWorld,
+    first: Promise<Val, Val>,
+) -> CWorkerEnd {
+    let mut log = CLog::default();
+    let mut handles = vec![first];
+    let mut maps: Vec<Promise<usize, Val>> = Vec::new();
+    let winner = match case.outcome {
+        Outcome::SetOk => Some((0, false)),
+        Outcome::SetErr => Some((0, true)),
+        Outcome::DropResolver => None,
+    };
+    for (i, op) in case.scripts[me].iter().enumerate() {
+        let Some(p) = handles.last() else { break };
+        let known = world.resolved.load(Ordering::SeqCst);
+        match *op {
+            COp::Wait(kind) => {
+                let s = match kind {
+                    CWait::Zero => seen(p.result(Duration::ZERO)),
+                    CWait::Micros(n) => seen(p.result(Duration::from_micros(n))),
+                    CWait::Millis(n) => seen(p.result(Duration::from_millis(n))),
+                    CWait::Untimed => seen(p.wait()),
+                    CWait::Max => seen(p.result(Duration::MAX)),
+                    CWait::Async => seen(block_on(p.wait_async())),
+                    CWait::Owned => seen_owned(block_on(p.clone().into_future())),
+                    CWait::TryResult => {
+                        let done = p.is_done();
+                        match p.try_result() {
+                            None => {
+                                assert!(!done, "is_done, then try_result None");
+                                Seen::Pending
+                            }
+                            Some(r) => seen(r.map_err(PromiseError::Failed)),
+                        }
+                    }
+                };
+                check_channel_wait(i, kind, s, case.outcome, known);
+                log.waits.push((i, kind, s));
+            }
+            COp::Then { .. } | COp::ThenElse => {
+                let record = Arc::new(CbRecord::default());
+                let tokens = if matches!(op, COp::ThenElse) { 2 } else { 1 };
+                let cb = Arc::new(CCallback {
+                    record: record.clone(),
+                    tokens,
+                    registered: AtomicBool::new(false),
+                });
+                world.callbacks.lock().unwrap().push(cb.clone());
+                if let COp::Then { panics } = *op {
+                    let token = CbToken(record.clone());
+                    p.then(move |r| {
+                        *token.0.saw.lock().unwrap() = Some(match r {
+                            Ok(v) => (v.id, false),
+                            Err(e) => (e.id, true),
+                        });
+                        token.0.runs.fetch_add(1, Ordering::SeqCst);
+                        if panics {
+                            panic!("model: intentional callback panic");
+                        }
+                    });
+                } else {
+                    let (ok, err) = (CbToken(record.clone()), CbToken(record.clone()));
+                    p.then_else(
+                        move |v| {
+                            *ok.0.saw.lock().unwrap() = Some((v.id, false));
+                            ok.0.runs.fetch_add(1, Ordering::SeqCst);
+                        },
+                        move |e| {
+                            *err.0.saw.lock().unwrap() = Some((e.id, true));
+                            err.0.runs.fetch_add(1, Ordering::SeqCst);
+                        },
+                    );
+                }
+                cb.registered.store(true, Ordering::SeqCst);
+                log.registered = true;
+                if known {
+                    // The resolver has returned: the callback ran (or was dropped) at once.
+                    let runs = record.runs.load(Ordering::SeqCst);
+                    assert_eq!(
+                        (runs, record.dropped.load(Ordering::SeqCst)),
+                        (usize::from(winner.is_some()), tokens),
+                        "op {i}: a callback on a resolved channel runs or is dropped at once"
+                    );
+                    assert_eq!(*record.saw.lock().unwrap(), winner, "op {i}");
+                }
+            }
+            COp::Clone => {
+                let q = p.clone();
+                handles.push(q);
+            }
+            COp::Drop(k) => {
+                let k = k % handles.len();
+                drop(handles.remove(k));
+            }
+            COp::Map => {
+                maps.push(p.map(|v| v.id));
+                log.registered = true;
+            }
+            COp::SetOnPromise { err } => {
+                let id = value_id(me, i);
+                let v = Val::new(id, &world.ledger);
+                let refused = if err {
+                    p.set_exception(v).unwrap_err()
+                } else {
+                    p.set_result(v).unwrap_err()
+                };
+                assert!(!refused.is_already_set(), "op {i}: a channel's refusal");
+                assert_eq!(refused.into_inner().id, id, "op {i}: its own value back");
+                log.refused.push(id);
+            }
+            COp::IntoInner => {
+                let p = handles.pop().unwrap();
+                let got = p.into_inner().map(|r| match r {
+                    Ok(v) => (v.id, false),
+                    Err(e) => (e.id, true),
+                });
+                if let Some(got) = got {
+                    assert_eq!(Some(got), winner, "op {i}: into_inner gave another value");
+                }
+                log.into_inner.push(got);
+            }
+            COp::AwaitOwned => {
+                let p = handles.pop().unwrap();
+                let s = seen_owned(block_on(p.into_future()));
+                check_channel_wait(i, CWait::Owned, s, case.outcome, known);
+                log.waits.push((i, CWait::Owned, s));
+            }
+            COp::Yield => thread::yield_now(),
+        }
+    }
+    if case.after_workers {
+        // Main acts only after this: it must know exactly who is left.
+        drop(maps);
+        drop(handles);
+        return (log, Vec::new(), Vec::new());
+    }
+    (log, handles, maps)
+}
+
+fn run_channel_case(case: &CCase, cov: &mut ChannelCoverage) {
+    let threads = case.scripts.len();
+    let world = Arc::new(CWorld {
+        ledger: Ledger::new(1 + threads * MAX_OPS),
+        resolved: AtomicBool::new(false),
+        callbacks: Mutex::new(Vec::new()),
+    });
+    let (resolver, main) = Promise::<Val, Val>::channel();
+    let start = Arc::new(Barrier::new(threads + 1));
+    let workers: Vec<_> = (0..threads)
+        .map(|me| {
+            let (case, world, start, first) =
+                (case.clone(), world.clone(), start.clone(), main.clone());
+            thread::spawn(move || {
+                start.wait();
+                run_channel_worker(me, &case, &world, first)
+            })
+        })
+        .collect();
+    // An explicit drop: a conditionally moved variable would live to the end.
+    let main = if case.main_keeps {
+        Some(main)
+    } else {
+        drop(main);
+        None
+    };
+    start.wait();
+
+    let join_all = |workers: Vec<thread::JoinHandle<_>>| -> Vec<_> {
+        workers
+            .into_iter()
+            .enumerate()
+            .map(|(i, w)| join(w, &format!("channel worker {i}")))
+            .collect()
+    };
+    let mut workers = Some(workers);
+    let mut results = Vec::new();
+    let mut saw_closed = false;
+    if case.after_workers {
+        results = join_all(workers.take().unwrap());
+        let registered = results
+            .iter()
+            .any(|(log, _, _): &(CLog, _, _)| log.registered);
+        let closed = !case.main_keeps && !registered;
+        assert_eq!(
+            resolver.is_closed(),
+            closed,
+            "every worker is gone; main keeps a handle: {}, callbacks registered: {registered}",
+            case.main_keeps
+        );
+        saw_closed = closed;
+    } else {
+        for _ in 0..case.main_delay {
+            let closed = resolver.is_closed();
+            assert!(closed || !saw_closed, "is_closed went back to false");
+            saw_closed = closed;
+            thread::yield_now();
+        }
+    }
+
+    // The callbacks whose `then` returned before the resolver acts.
+    let before: Vec<Arc<CCallback>> = world
+        .callbacks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|cb| cb.registered.load(Ordering::SeqCst))
+        .cloned()
+        .collect();
+    let handed_back = match case.outcome {
+        Outcome::SetOk | Outcome::SetErr => {
+            let v = Val::new(0, &world.ledger);
+            let back = if case.outcome == Outcome::SetErr {
+                resolver.set_exception(v).err()
+            } else {
+                resolver.set_result(v).err()
+            };
+            if let Some(back) = &back {
+                assert_eq!(back.id, 0, "the resolver's own value is handed back");
+            }
+            cov.resolver_sets += 1;
+            back.is_some()
+        }
+        Outcome::DropResolver => {
+            drop(resolver);
+            cov.resolver_drops += 1;
+            false
+        }
+    };
+    world.resolved.store(true, Ordering::SeqCst);
+    if saw_closed && case.outcome != Outcome::DropResolver {
+        assert!(handed_back, "is_closed was true, yet the set was taken");
+    }
+    cov.closed_seen += usize::from(saw_closed);
+    cov.handed_back += usize::from(handed_back);
+    let winner = match case.outcome {
+        Outcome::SetOk if !handed_back => Some((0, false)),
+        Outcome::SetErr if !handed_back => Some((0, true)),
+        _ => None,
+    };
+    for cb in &before {
+        let (runs, dropped) = (
+            cb.record.runs.load(Ordering::SeqCst),
+            cb.record.dropped.load(Ordering::SeqCst),
+        );
+        match case.outcome {
+            Outcome::DropResolver => assert_eq!(
+                (runs, dropped),
+                (0, cb.tokens),
+                "a callback registered before the resolver's drop was dropped unrun by it"
+            ),
+            _ => {
+                assert_eq!(runs, 1, "a callback registered before the set ran in it");
+                assert_eq!(*cb.record.saw.lock().unwrap(), winner);
+            }
+        }
+    }
+
+    if let Some(workers) = workers {
+        results = join_all(workers);
+    }
+    let registered = results.iter().any(|(log, _, _)| log.registered);
+    if handed_back {
+        assert!(
+            !case.main_keeps && !registered,
+            "the set was handed back, yet a handle or callback was there"
+        );
+        assert!(results.iter().all(|(_, h, m)| h.is_empty() && m.is_empty()));
+    } else if case.after_workers && case.outcome != Outcome::DropResolver {
+        assert!(
+            case.main_keeps || registered,
+            "nobody could read the value, yet the set took it"
+        );
+    }
+
+    // Every observation agrees with the outcome (checked in the workers), and at most one
+    // `into_inner` got the value: the one of the last handle, if it went last.
+    let mut somes = 0;
+    for (log, _, _) in &results {
+        for &(_, _, s) in &log.waits {
+            match s {
+                Seen::Value { .. } => cov.values += 1,
+                Seen::Timeout => cov.timeouts += 1,
+                Seen::Abandoned => cov.abandoned += 1,
+                Seen::Pending => cov.pending += 1,
+                Seen::Deadlock => unreachable!(),
+            }
+        }
+        for got in log.into_inner.iter().flatten() {
+            assert_eq!(Some(*got), winner, "into_inner gave another value");
+            somes += 1;
+        }
+        cov.into_inner_some += log.into_inner.iter().flatten().count();
+        cov.into_inner_none += log.into_inner.iter().filter(|g| g.is_none()).count();
+        cov.refused_promise_end_sets += log.refused.len();
+    }
+    assert!(somes <= 1, "{somes} into_inner calls got the value");
+    if main.is_some() || case.after_workers {
+        assert_eq!(
+            somes, 0,
+            "into_inner got the value while main held a handle"
+        );
+    }
+
+    // What the workers left: every handle and map shows the outcome.
+    let expected = match winner {
+        Some((id, failed)) => Seen::Value { id, failed },
+        None => Seen::Abandoned,
+    };
+    for (t, (_, handles, maps)) in results.iter().enumerate() {
+        for h in handles {
+            assert_eq!(
+                seen(h.result(Duration::ZERO)),
+                expected,
+                "thread {t}'s handle"
+            );
+        }
+        for m in maps {
+            let got = match m.result(LONG) {
+                Ok(&id) => Seen::Value { id, failed: false },
+                Err(PromiseError::Failed(e)) => Seen::Value {
+                    id: e.id,
+                    failed: true,
+                },
+                Err(e) => seen(Err(e)),
+            };
+            assert_eq!(got, expected, "thread {t}'s map");
+            cov.maps += 1;
+        }
+    }
+    let logs: Vec<CLog> = results.into_iter().map(|(log, _, _)| log).collect();
+    if let Some(main) = main {
+        // The last handle now: it holds the value, if there is one.
+        let got = main.into_inner().map(|r| match r {
+            Ok(v) => (v.id, false),
+            Err(e) => (e.id, true),
+        });
+        assert_eq!(got, winner, "main's into_inner of the last handle");
+    }
+
+    // Callbacks: each ran once with the value, or never; each dropped (all tokens).
+    for (n, cb) in world.callbacks.lock().unwrap().iter().enumerate() {
+        let runs = cb.record.runs.load(Ordering::SeqCst);
+        cov.callbacks_run += runs;
+        cov.callbacks_dropped_unrun += usize::from(runs == 0);
+        assert_eq!(runs, usize::from(winner.is_some()), "callback {n} runs");
+        assert_eq!(*cb.record.saw.lock().unwrap(), winner, "callback {n}");
+        assert_eq!(
+            cb.record.dropped.load(Ordering::SeqCst),
+            cb.tokens,
+            "callback {n} dropped"
+        );
+    }
+
+    // Every value created was dropped exactly once (every handle is gone now).
+    let mut created: Vec<usize> = logs.iter().flat_map(|l| l.refused.clone()).collect();
+    if case.outcome != Outcome::DropResolver {
+        created.push(0);
+    }
+    for id in 0..world.ledger.0.len() {
+        let expected = u8::from(created.contains(&id));
+        assert_eq!(world.ledger.drops(id), expected, "value {id} drop count");
+    }
+}
+
+#[test]
+fn channel_operations_from_many_threads_match_the_model() {
+    quiet_intentional_panics();
+    let cases = if cfg!(miri) { 4 } else { 400 };
+    let (seeds, single) = seeds(0x0DE5_11F0_0004, cases);
+    let mut cov = ChannelCoverage::default();
+    let n = seeds.len();
+    for seed in seeds {
+        let _guard = SeedGuard {
+            test: "channel_operations_from_many_threads_match_the_model",
+            seed,
+        };
+        let case = gen_channel_case(&mut Rng(seed));
+        if single {
+            println!("{case:#?}");
+        }
+        run_channel_case(&case, &mut cov);
+    }
+    println!("{n} concurrent channel cases: {cov:#?}");
+}
+
 // ---- the generator itself ----
 
 #[test]
@@ -1121,5 +2499,94 @@ fn the_generator_is_deterministic_and_covers_every_operation() {
             seen_ops.contains(name),
             "{name} never generated: {seen_ops:?}"
         );
+    }
+}
+
+#[test]
+#[cfg_attr(
+    miri,
+    ignore = "pure computation over 600 generated cases: slow under Miri, nothing for it to check"
+)]
+fn the_channel_generators_cover_every_operation() {
+    fn name(debug: String) -> String {
+        debug.split(['(', ' ']).next().unwrap().to_owned()
+    }
+    let mut seen_ops = std::collections::HashSet::new();
+    let mut rng = Rng(0x0DE5_11F0_0003);
+    for _ in 0..300 {
+        for op in gen_sequential_channel_case(&mut Rng(rng.next())) {
+            seen_ops.insert(name(format!("{op:?}")));
+            if let SOp::Wait(k, _) = op {
+                seen_ops.insert(name(format!("{k:?}")));
+            }
+        }
+    }
+    let mut rng = Rng(0x0DE5_11F0_0004);
+    let mut outcomes = std::collections::HashSet::new();
+    for _ in 0..300 {
+        let case = gen_channel_case(&mut Rng(rng.next()));
+        outcomes.insert(format!("{:?}", case.outcome));
+        outcomes.insert(format!("after_workers {}", case.after_workers));
+        outcomes.insert(format!("main_keeps {}", case.main_keeps));
+        for op in case.scripts.iter().flatten() {
+            seen_ops.insert(format!("c {}", name(format!("{op:?}"))));
+            if let COp::Wait(k) = op {
+                seen_ops.insert(format!("c {}", name(format!("{k:?}"))));
+            }
+        }
+    }
+    for name in [
+        "Clone",
+        "Drop",
+        "Wait",
+        "Then",
+        "ThenElse",
+        "Map",
+        "IntoFuture",
+        "PollFuture",
+        "IntoInner",
+        "SetOnPromise",
+        "ResolverSet",
+        "ResolverDrop",
+        "IsClosed",
+        "Zero",
+        "Micros",
+        "Blocking",
+        "Async",
+        "TryResult",
+        "c Wait",
+        "c Then",
+        "c ThenElse",
+        "c Clone",
+        "c Drop",
+        "c Map",
+        "c SetOnPromise",
+        "c IntoInner",
+        "c AwaitOwned",
+        "c Yield",
+        "c Zero",
+        "c Micros",
+        "c Millis",
+        "c TryResult",
+        "c Untimed",
+        "c Max",
+        "c Async",
+        "c Owned",
+    ] {
+        assert!(
+            seen_ops.contains(name),
+            "{name} never generated: {seen_ops:?}"
+        );
+    }
+    for outcome in [
+        "SetOk",
+        "SetErr",
+        "DropResolver",
+        "after_workers true",
+        "after_workers false",
+        "main_keeps true",
+        "main_keeps false",
+    ] {
+        assert!(outcomes.contains(outcome), "{outcome}: {outcomes:?}");
     }
 }

@@ -18,7 +18,11 @@
 //! ```
 //!
 //! `ORDERSLIP_STRESS_SCALE` (a float, default 1) multiplies every operation count; 1 is the
-//! full scale: 10^6 promises, 10^6 timed-out waits, 10^6 actions. `ORDERSLIP_STRESS_ROUNDS`
+//! full scale: 10^6 promises, 10^6 timed-out waits, 10^6 actions, 10^6 channels (most waited
+//! for on two threads, resolved or abandoned by a third), and 2 * 10^5 channels waited for by
+//! four threads each (the fan-out). Measured here on 2 busy cores, a round of the two channel
+//! tests at full scale takes 0.2-0.5 s and 0.8-1.5 s; `.ci/stress.sh` runs only the three tests
+//! it names, so they run with `--ignored` or `--include-ignored`. `ORDERSLIP_STRESS_ROUNDS`
 //! (default 1) repeats each test's workload, checking the balance after every round.
 //! `ORDERSLIP_STRESS_SETTLE_SECS` (default 30) bounds the wait for the counters to settle.
 //!
@@ -30,7 +34,8 @@
 //!   not counted). Threads that the queue retires exit on their own, so the test waits (with
 //!   a deadline) for the counters to come back rather than reading them once;
 //! - **exactly-once destruction**: every value has an id and a drop ledger, and each id is
-//!   dropped exactly once;
+//!   dropped exactly once (for channels also each callback: it ran once, or was dropped unrun
+//!   when its resolver was, as the channel's fate says, and its captures were dropped once);
 //! - **bounded memory** (timed-out waits): live bytes are sampled every 1024 waits and the
 //!   maximum stays within a small bound of the baseline, however many waits time out.
 #![cfg(not(loom))]
@@ -42,10 +47,10 @@
 
 mod util;
 
-use orderslip::{ActionQueue, Promise, PromiseError};
+use orderslip::{ActionQueue, Promise, PromiseError, Resolver};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::fmt::Write as _;
-use std::future::Future;
+use std::future::{Future, IntoFuture};
 use std::sync::atomic::{AtomicIsize, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Barrier, Mutex, MutexGuard, PoisonError};
 use std::thread;
@@ -475,6 +480,528 @@ fn promise_churn(total: usize, report: &mut String) {
         "{total} promises set and awaited, {refused} second sets refused, {} waits found the \
          promise pending",
         parked_waits.load(Ordering::SeqCst)
+    );
+}
+
+// ---- 10^6 channels ----
+
+/// What the producer does with a channel's resolver, by id.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Fate {
+    /// `set_result(id)`: every waiter gets the value.
+    Value,
+    /// `set_exception(id)`: every waiter gets `Failed(id)`.
+    Error,
+    /// Dropped unset: every waiter on every clone gets `Abandoned`, never `Timeout`.
+    Abandon,
+    /// The consumer drops every handle before the producer sees the resolver: `is_closed`,
+    /// and the set hands the value back.
+    Closed,
+    /// The consumer drops its only handle while the producer sets it: taken or handed back.
+    Race,
+}
+
+fn fate(id: usize) -> Fate {
+    match id % 16 {
+        3 | 6 | 14 => Fate::Abandon,
+        5 | 13 => Fate::Error,
+        7 => Fate::Closed,
+        15 => Fate::Race,
+        _ => Fate::Value,
+    }
+}
+
+/// A value for channels (owned futures need `Clone`): the original is counted in the
+/// ledger, its clones are not, so a value moved out of the last handle shows.
+struct CVal {
+    id: usize,
+    ledger: Option<Arc<Ledger>>,
+}
+
+impl CVal {
+    fn new(id: usize, ledger: &Arc<Ledger>) -> Self {
+        CVal {
+            id,
+            ledger: Some(ledger.clone()),
+        }
+    }
+}
+
+impl Clone for CVal {
+    fn clone(&self) -> Self {
+        CVal {
+            id: self.id,
+            ledger: None,
+        }
+    }
+}
+
+impl Drop for CVal {
+    fn drop(&mut self) {
+        if let Some(ledger) = &self.ledger {
+            ledger.0[self.id].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl std::fmt::Debug for CVal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "CVal({})", self.id)
+    }
+}
+
+/// Per-id counts of a callback's runs and of drops of the token it captures, and how many
+/// callbacks saw a wrong result (a callback's panic would be caught and only logged).
+struct CallbackLedger {
+    runs: Vec<AtomicU8>,
+    drops: Vec<AtomicU8>,
+    wrong: AtomicUsize,
+}
+
+impl CallbackLedger {
+    fn new(ids: usize) -> Arc<Self> {
+        Arc::new(CallbackLedger {
+            runs: (0..ids).map(|_| AtomicU8::new(0)).collect(),
+            drops: (0..ids).map(|_| AtomicU8::new(0)).collect(),
+            wrong: AtomicUsize::new(0),
+        })
+    }
+
+    /// Each id in `0..ids` for which `registered` ran `runs(id)` times and was dropped once;
+    /// the others neither.
+    fn check(&self, registered: impl Fn(usize) -> bool, runs: impl Fn(usize) -> u8) {
+        let mut wrong = Vec::new();
+        for id in 0..self.runs.len() {
+            let got = (
+                self.runs[id].load(Ordering::SeqCst),
+                self.drops[id].load(Ordering::SeqCst),
+            );
+            let expected = if registered(id) {
+                (runs(id), 1)
+            } else {
+                (0, 0)
+            };
+            if got != expected && wrong.len() < 10 {
+                wrong.push((id, got, expected));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "callbacks (id, (runs, drops), expected): {wrong:?}"
+        );
+        assert_eq!(
+            self.wrong.load(Ordering::SeqCst),
+            0,
+            "callbacks saw another result than their channel's"
+        );
+    }
+}
+
+/// Captured by a callback: counts its drop, whether the callback ran or was dropped unrun.
+struct CallbackToken {
+    id: usize,
+    ledger: Arc<CallbackLedger>,
+}
+
+impl CallbackToken {
+    /// Records a run of the callback, which saw the `right` result or not.
+    fn ran(&self, right: bool) {
+        self.ledger.runs[self.id].fetch_add(1, Ordering::Relaxed);
+        if !right {
+            self.ledger.wrong.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for CallbackToken {
+    fn drop(&mut self) {
+        self.ledger.drops[self.id].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// What a wait on channel `id` must give, by its fate (`None`: it cannot be waited for).
+fn channel_expected(id: usize) -> Option<Result<usize, PromiseError<usize>>> {
+    match fate(id) {
+        Fate::Value => Some(Ok(id)),
+        Fate::Error => Some(Err(PromiseError::Failed(id))),
+        Fate::Abandon => Some(Err(PromiseError::Abandoned)),
+        Fate::Closed | Fate::Race => None,
+    }
+}
+
+/// A blocking wait's answer, owned, as ids.
+fn ids(r: Result<&CVal, PromiseError<&CVal>>) -> Result<usize, PromiseError<usize>> {
+    r.map(|v| v.id).map_err(|e| e.map(|v| v.id))
+}
+
+/// An owned future's answer as ids, and whether a counted value was moved out (the future
+/// held the last handle) rather than cloned.
+fn owned_ids(r: Result<CVal, PromiseError<CVal>>) -> (Result<usize, PromiseError<usize>>, bool) {
+    let moved = match &r {
+        Ok(v) | Err(PromiseError::Failed(v)) => v.ledger.is_some(),
+        Err(_) => false,
+    };
+    (r.map(|v| v.id).map_err(|e| e.map(|v| v.id)), moved)
+}
+
+/// Counters of what the channel workload saw (relaxed; read after joining).
+#[derive(Default)]
+struct ChannelCounts {
+    /// Waits with a short timeout that timed out (the channel was still pending).
+    short_timeouts: AtomicUsize,
+    /// Owned futures that moved the value out of the last handle.
+    moved: AtomicUsize,
+    /// `into_inner` calls that got the value.
+    into_inner: AtomicUsize,
+    /// Resolver sets handed back (nobody could read them).
+    handed_back: AtomicUsize,
+    /// Race channels whose consumer handle was still there when the set came.
+    race_taken: AtomicUsize,
+    /// Consumer waits that found the channel still pending.
+    pending: AtomicUsize,
+}
+
+#[test]
+#[ignore = "stress: run with --release --ignored"]
+fn a_million_channels_resolved_or_abandoned_while_clones_wait_across_threads() {
+    with_balance("channels", |warm_up, report| {
+        let total = if warm_up {
+            2_048
+        } else {
+            scaled(1_000_000, 4_096)
+        };
+        channel_churn(total, report)
+    });
+}
+
+/// `GROUPS` groups of three threads. The consumer creates batches of channels; of each
+/// channel it keeps two handles (and sometimes a callback and a map), sends a third handle
+/// to the watcher and the resolver to the producer. The producer sets, fails or drops the
+/// resolvers (every other batch back to front, so that many waits find the channel pending
+/// and park) and checks `is_closed` and the handed-back values of the channels the consumer
+/// let go of. Consumer and watcher wait with a rotating mix of blocking, timed, short-timeout,
+/// async and owned waits, drop their handles or take the value with `into_inner`. Every wait
+/// must give the channel's value, its error or `Abandoned` (a wait with the 30 s deadline
+/// never times out); every callback runs once or is dropped unrun, exactly as the fate says;
+/// every value is dropped exactly once.
+fn channel_churn(total: usize, report: &mut String) {
+    const GROUPS: usize = 2;
+    const BATCH: usize = 256;
+    type Handle = Promise<CVal, CVal>;
+    /// A channel the consumer waits for: its id, its handles, its map if it has one.
+    type Mine = (usize, Vec<Handle>, Option<Promise<usize, CVal>>);
+    let per_group = total / GROUPS / BATCH * BATCH;
+    let total = per_group * GROUPS;
+    let ledger = Ledger::new(total);
+    let callbacks = CallbackLedger::new(total);
+    let counts = Arc::new(ChannelCounts::default());
+    let mut threads = Vec::new();
+    for group in 0..GROUPS {
+        let (to_producer, resolvers) = mpsc::sync_channel::<Vec<(usize, Resolver<CVal, CVal>)>>(4);
+        let (to_watcher, watched) = mpsc::sync_channel::<Vec<(usize, Handle)>>(4);
+        // How many batches the consumer and the watcher have begun to wait for (together):
+        // the producer resolves a batch only once both have, so that the waits race with the
+        // resolvers instead of finding them all resolved.
+        let begun = Arc::new(AtomicUsize::new(0));
+        // The producer.
+        let (l, c, b) = (ledger.clone(), counts.clone(), begun.clone());
+        threads.push(spawn(move || {
+            for (n, batch) in resolvers.into_iter().enumerate() {
+                let deadline = Instant::now() + DEADLINE;
+                while b.load(Ordering::Acquire) < 2 * (n + 1) {
+                    // A consumer or watcher that failed never begins: fail, do not hang.
+                    assert!(Instant::now() < deadline, "batch {n} was never waited for");
+                    thread::yield_now();
+                }
+                let order: Box<dyn Iterator<Item = (usize, Resolver<CVal, CVal>)>> = if n % 2 == 1 {
+                    Box::new(batch.into_iter().rev())
+                } else {
+                    Box::new(batch.into_iter())
+                };
+                for (id, resolver) in order {
+                    if fate(id) == Fate::Abandon {
+                        assert!(!resolver.is_closed(), "channel {id}: its waiters are there");
+                        drop(resolver);
+                        continue;
+                    }
+                    let v = CVal::new(id, &l);
+                    match fate(id) {
+                        Fate::Value => {
+                            assert!(!resolver.is_closed(), "channel {id}: its waiters are there");
+                            resolver.set_result(v).unwrap();
+                        }
+                        Fate::Error => resolver.set_exception(v).unwrap(),
+                        Fate::Abandon => unreachable!(),
+                        Fate::Closed => {
+                            assert!(resolver.is_closed(), "channel {id}: every handle is gone");
+                            let back = resolver.set_result(v).unwrap_err();
+                            assert_eq!(back.id, id);
+                            c.handed_back.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Fate::Race => match resolver.set_result(v) {
+                            Ok(()) => {
+                                c.race_taken.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(back) => {
+                                assert_eq!(back.id, id);
+                                c.handed_back.fetch_add(1, Ordering::Relaxed);
+                            }
+                        },
+                    }
+                }
+            }
+        }));
+        // The watcher: a third handle of each waitable channel, on another thread.
+        let (c, b) = (counts.clone(), begun.clone());
+        threads.push(spawn(move || {
+            for batch in watched {
+                b.fetch_add(1, Ordering::Release);
+                for (id, h) in batch {
+                    let expected = channel_expected(id).unwrap();
+                    let got = match id % 3 {
+                        0 => ids(h.result(DEADLINE)),
+                        1 => {
+                            let (got, moved) = owned_ids(block_on(h.into_future()));
+                            if moved {
+                                c.moved.fetch_add(1, Ordering::Relaxed);
+                            }
+                            got
+                        }
+                        _ => {
+                            // Short timeouts until it is resolved: registers, times out and
+                            // prunes while the producer sets or abandons it.
+                            let deadline = Instant::now() + DEADLINE;
+                            loop {
+                                match ids(h.result(Duration::from_micros(2))) {
+                                    Err(PromiseError::Timeout) if Instant::now() < deadline => {
+                                        c.short_timeouts.fetch_add(1, Ordering::Relaxed);
+                                    }
+                                    other => break other,
+                                }
+                            }
+                        }
+                    };
+                    assert_eq!(got, expected, "watcher, channel {id}");
+                }
+            }
+        }));
+        // The consumer.
+        let (l, cl, c) = (ledger.clone(), callbacks.clone(), counts.clone());
+        threads.push(spawn(move || {
+            let first = group * per_group;
+            for start in (first..first + per_group).step_by(BATCH) {
+                let mut resolvers = Vec::with_capacity(BATCH);
+                let mut theirs = Vec::with_capacity(BATCH);
+                // (id, two handles, a map) of each channel this thread waits for; race
+                // channels keep one handle, closed ones none.
+                let mut mine: Vec<Mine> = Vec::with_capacity(BATCH);
+                for id in start..start + BATCH {
+                    let (resolver, p) = Promise::<CVal, CVal>::channel();
+                    resolvers.push((id, resolver));
+                    match fate(id) {
+                        Fate::Closed => drop(p),
+                        Fate::Race => mine.push((id, vec![p], None)),
+                        _ => {
+                            if id % 3 == 0 {
+                                let token = CallbackToken {
+                                    id,
+                                    ledger: cl.clone(),
+                                };
+                                p.then(move |r| {
+                                    let right = channel_expected(token.id).unwrap();
+                                    token.ran(ids(r.map_err(PromiseError::Failed)) == right);
+                                });
+                            }
+                            let map = (id % 5 == 1).then(|| p.map(|v| v.id));
+                            theirs.push((id, p.clone()));
+                            let q = p.clone();
+                            mine.push((id, vec![p, q], map));
+                        }
+                    }
+                }
+                to_producer.send(resolvers).unwrap();
+                to_watcher.send(theirs).unwrap();
+                begun.fetch_add(1, Ordering::Release);
+                // Half the race channels are let go of at once, while the producer starts on
+                // the batch, the other half in order, between the waits.
+                mine.retain(|(id, _, _)| id % 32 != 15);
+                for (id, mut handles, map) in mine {
+                    if fate(id) == Fate::Race {
+                        drop(handles); // while the producer may be setting it
+                        continue;
+                    }
+                    let expected = channel_expected(id).unwrap();
+                    let q = handles.pop().unwrap();
+                    let p = handles.pop().unwrap();
+                    if !p.is_done() {
+                        c.pending.fetch_add(1, Ordering::Relaxed);
+                    }
+                    let got = match id % 5 {
+                        0 => match ids(p.result(Duration::from_micros(20))) {
+                            Err(PromiseError::Timeout) => {
+                                c.short_timeouts.fetch_add(1, Ordering::Relaxed);
+                                drop(q);
+                                ids(p.result(DEADLINE))
+                            }
+                            got => got,
+                        },
+                        1 => {
+                            let (got, moved) = owned_ids(block_on(q.into_future()));
+                            if moved {
+                                c.moved.fetch_add(1, Ordering::Relaxed);
+                            }
+                            assert_eq!(ids(p.wait()), got, "channel {id}: both handles agree");
+                            got
+                        }
+                        2 => ids(block_on(p.wait_async())),
+                        3 => ids(p.wait()),
+                        _ => ids(q.result(DEADLINE)),
+                    };
+                    assert_eq!(got, expected, "consumer, channel {id}");
+                    if let Some(map) = map {
+                        let mapped = match map.result(DEADLINE) {
+                            Ok(v) => Ok(*v),
+                            Err(e) => Err(e.map(|v| v.id)),
+                        };
+                        assert_eq!(mapped, expected, "map of channel {id}");
+                    }
+                    if id % 4 == 0 {
+                        // The value, if this is the last handle (the others may be gone).
+                        if let Some(r) = p.into_inner() {
+                            let got = r.map(|v| v.id).map_err(|e| PromiseError::Failed(e.id));
+                            assert_eq!(got, expected, "into_inner of channel {id}");
+                            c.into_inner.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+            drop(l);
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Every channel's value (or error), except the abandoned ones', was created once and
+    // dropped once: with its last handle, by the owner of an owned future's output or of
+    // `into_inner`'s, or by the producer that got it handed back.
+    let wrong: Vec<(usize, u8)> = (0..total)
+        .map(|id| (id, ledger.0[id].load(Ordering::SeqCst)))
+        .filter(|&(id, drops)| drops != u8::from(fate(id) != Fate::Abandon))
+        .take(10)
+        .collect();
+    assert!(wrong.is_empty(), "(id, drops) of channel values: {wrong:?}");
+    callbacks.check(
+        |id| id % 3 == 0 && channel_expected(id).is_some(),
+        |id| u8::from(matches!(fate(id), Fate::Value | Fate::Error)),
+    );
+    let abandoned = (0..total).filter(|&id| fate(id) == Fate::Abandon).count();
+    let closed = (0..total).filter(|&id| fate(id) == Fate::Closed).count();
+    let handed_back = counts.handed_back.load(Ordering::SeqCst);
+    assert!(
+        handed_back >= closed,
+        "every closed channel's set is handed back"
+    );
+    let _ = write!(
+        report,
+        "{total} channels ({abandoned} abandoned), {} consumer waits found one pending, {} \
+         short timeouts, {} values moved out by owned futures, {} by into_inner, \
+         {handed_back} handed back ({} race sets taken)",
+        counts.pending.load(Ordering::SeqCst),
+        counts.short_timeouts.load(Ordering::SeqCst),
+        counts.moved.load(Ordering::SeqCst),
+        counts.into_inner.load(Ordering::SeqCst),
+        counts.race_taken.load(Ordering::SeqCst),
+    );
+}
+
+// ---- one resolver, many waiters on many clones ----
+
+#[test]
+#[ignore = "stress: run with --release --ignored"]
+fn channels_with_four_waiting_threads_each_are_all_woken_by_one_set_or_drop() {
+    with_balance("channel fan-out", |warm_up, report| {
+        let total = if warm_up {
+            1_024
+        } else {
+            scaled(200_000, 2_048)
+        };
+        channel_fan_out(total, report)
+    });
+}
+
+/// The test's thread makes `total` channels; each of `WAITERS` threads gets a clone of every
+/// one and waits for it (each thread with its own kind of wait, rotating per channel), while
+/// the test's thread, a few channels ahead, sets, fails or drops each resolver (a third
+/// abandoned). Every waiter on every clone must get the value or `Abandoned` from the one
+/// resolver; a callback registered on some channels runs once or is dropped unrun.
+fn channel_fan_out(total: usize, report: &mut String) {
+    const WAITERS: usize = 4;
+    let ledger = Ledger::new(total);
+    let callbacks = CallbackLedger::new(total);
+    let expected = |id: usize| -> Result<usize, PromiseError<usize>> {
+        match id % 3 {
+            0 => Err(PromiseError::Abandoned),
+            1 => Ok(id),
+            _ => Err(PromiseError::Failed(id)),
+        }
+    };
+    let parked = Arc::new(AtomicUsize::new(0));
+    let mut senders = Vec::new();
+    let mut waiters = Vec::new();
+    for w in 0..WAITERS {
+        let (tx, rx) = mpsc::sync_channel::<(usize, Promise<CVal, CVal>)>(16);
+        senders.push(tx);
+        let parked = parked.clone();
+        waiters.push(spawn(move || {
+            for (id, h) in rx {
+                if !h.is_done() {
+                    parked.fetch_add(1, Ordering::Relaxed);
+                }
+                let got = match (id + w) % 4 {
+                    0 => ids(h.result(DEADLINE)),
+                    1 => ids(h.wait()),
+                    2 => ids(block_on(h.wait_async())),
+                    _ => owned_ids(block_on(h.into_future())).0,
+                };
+                assert_eq!(got, expected(id), "waiter {w}, channel {id}");
+            }
+        }));
+    }
+    for id in 0..total {
+        let (resolver, p) = Promise::<CVal, CVal>::channel();
+        if id % 4 == 0 {
+            let token = CallbackToken {
+                id,
+                ledger: callbacks.clone(),
+            };
+            p.then(move |r| {
+                token.ran(ids(r.map_err(PromiseError::Failed)) == expected(token.id));
+            });
+        }
+        for tx in &senders {
+            tx.send((id, p.clone())).unwrap();
+        }
+        drop(p);
+        let v = CVal::new(id, &ledger);
+        match id % 3 {
+            0 => {
+                drop(v);
+                drop(resolver);
+            }
+            1 => resolver.set_result(v).unwrap(),
+            _ => resolver.set_exception(v).unwrap(),
+        }
+    }
+    drop(senders);
+    for w in waiters {
+        w.join().unwrap();
+    }
+    ledger.check_exactly_once(total);
+    callbacks.check(|id| id % 4 == 0, |id| u8::from(id % 3 != 0));
+    let _ = write!(
+        report,
+        "{total} channels, {WAITERS} waiting threads each ({} waits found the channel pending)",
+        parked.load(Ordering::SeqCst)
     );
 }
 
