@@ -1,6 +1,7 @@
 //! Loom models of the channel protocol (`Promise::channel`, `Resolver`): one model per race
 //! between the resolver's final CAS (set or drop unset), the promise side's waiters, futures
-//! and callbacks, and the last handle's `fetch_or(GONE)`; see `src/promise/channel.rs`.
+//! and callbacks (and the resolver awaiting `closed()`), and the last handle's CAS that sets
+//! GONE; see `src/promise/channel.rs`.
 //!
 //! Run: `RUSTFLAGS="--cfg loom" cargo test --release --test loom_channel`.
 //! Every model is exhaustive (no `LOOM_MAX_PREEMPTIONS` bound) unless its doc says otherwise.
@@ -253,7 +254,7 @@ fn abandon_vs_wait_and_async_poll() {
 /// set ∥ the last handle (which first peeks at the result) dropped: the value is read by
 /// the handle or handed back by `set_result` (`Err(v)`), never both, never lost; it is
 /// dropped exactly once and the block is freed exactly once (by whichever of the resolver's
-/// CAS and the handle's `fetch_or(GONE)` comes second). A racing `is_closed` that said
+/// CAS and the handle's CAS that sets GONE comes second). A racing `is_closed` that said
 /// `true` means the set must hand the value back. Without the [`StartLine`], loom never
 /// reached `closed true` (11 executions, every other outcome reached).
 ///
@@ -503,3 +504,68 @@ fn ok<T, E>(result: &Result<T, E>) -> &'static str {
 const BOUND_SET_VS_TWO_WAITS: usize = 5;
 /// See `abandon_vs_wait_and_async_poll`.
 const BOUND_ABANDON_VS_WAIT_AND_ASYNC_POLL: usize = 6;
+
+/// `Resolver::closed()` awaited ∥ the last handle dropped: the resolver's task either sees
+/// GONE when it polls, or has its node on the stack when the drop's CAS sets GONE and takes
+/// it, and is woken; no lost wake-up (loom reports a deadlock if `block_on` is never woken).
+/// A second handle, dropped by the main thread first, makes the first poll see a live one.
+///
+/// Two threads, exhaustive.
+#[test]
+fn closed_vs_last_handle_drop() {
+    let reached = Reached::default();
+    let record = reached.clone();
+    model(move || {
+        let (resolver, p) = P::channel();
+        let q = p.clone();
+        let line = StartLine::new();
+        let t = line.spawn(move || drop(p));
+        line.race();
+        drop(q);
+        let closed_before = resolver.is_closed();
+        loom::future::block_on(resolver.closed());
+        assert!(resolver.is_closed());
+        t.join().unwrap();
+        assert_eq!(resolver.set_result(1), Err(1));
+        record.record(format!("closed before awaiting {closed_before}"));
+    });
+    reached.assert_includes(&[
+        "closed before awaiting false",
+        "closed before awaiting true",
+    ]);
+}
+
+/// A `closed()` future polled once and dropped ∥ the last handle dropped: its node is
+/// freed exactly once, by the future's prune or by the drop's CAS that takes the stack and
+/// wakes it (loom fails on a leak or a double free), and the waker is woken at most once.
+///
+/// Two threads, exhaustive.
+#[test]
+fn dropped_closed_future_vs_last_handle_drop() {
+    let reached = Reached::default();
+    let record = reached.clone();
+    model(move || {
+        let wakes = count();
+        let (resolver, p) = P::channel();
+        let line = StartLine::new();
+        let t = line.spawn(move || drop(p));
+        line.race();
+        let waker = counting_waker(&wakes);
+        let mut closed = Box::pin(resolver.closed());
+        let first = closed.as_mut().poll(&mut Context::from_waker(&waker));
+        drop(closed);
+        t.join().unwrap();
+        assert!(get(&wakes) <= 1, "woken twice");
+        record.record(format!(
+            "first poll ready {} woken {}",
+            first.is_ready(),
+            get(&wakes)
+        ));
+        drop(resolver);
+    });
+    reached.assert_includes(&[
+        "first poll ready true woken 0",
+        "first poll ready false woken 0",
+        "first poll ready false woken 1",
+    ]);
+}

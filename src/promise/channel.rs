@@ -17,7 +17,7 @@
 //!                       └──────── drop unset: CAS ──> ABANDONED ─┘   by a fetch_and after)
 //!
 //!   promise side: the last handle (handle count and guards, see [`super::handles`]):
-//!                 RESOLVER clear? free the block : fetch_or(GONE)
+//!                 RESOLVER clear? free the block : CAS in GONE, taking the stack
 //!   resolver:     the RMW that clears RESOLVER read GONE? free the block
 //! ```
 //!
@@ -191,7 +191,7 @@ impl<T, E> Resolver<T, E> {
     #[inline]
     #[must_use]
     pub fn is_closed(&self) -> bool {
-        // ORDERING: Acquire pairs with the last handle's AcqRel `fetch_or(GONE)`: once closed,
+        // ORDERING: Acquire pairs with the last handle's AcqRel CAS that sets GONE: once closed,
         // whatever the handles did before going is visible to the producer.
         let state = State(self.inner().state.load(Ordering::Acquire));
         state.handles_gone() && !state.has_callbacks()
