@@ -12,11 +12,19 @@
 //!
 //! Groups:
 //! - `promise/single_thread`: one iteration creates a promise, sets it, reads it and drops it
-//!   on one thread.
+//!   on one thread. The `two_ends/*` and `two_ends_try/*` ids compare the two-ended forms
+//!   (a sending end and a receiving end, as a reply slot is used) on identical work: make
+//!   the pair, set through the sending end, read through the receiving end (blocking read
+//!   of a ready value for `two_ends`, non-blocking read for `two_ends_try`), drop both ends.
+//!   `orderslip_channel` is `Promise::channel()` (the resolver is consumed by the set),
+//!   `orderslip_shared` is `Promise::with_setter(None)` and a clone for the setter,
+//!   `oneshot` is `oneshot::channel()`. All carry a `u64`.
 //! - `promise/ping_pong`: one iteration is a round trip between two threads, each side
-//!   waiting for a promise the other sets. The write-once kinds (orderslip, the std baseline,
-//!   oneshot) use a fresh pair per round trip: each reply carries the slot for the next
-//!   request. The channels (crossbeam `bounded(1)`, `mpsc`) are reused.
+//!   waiting for a promise the other sets. The write-once kinds (orderslip's shared promise
+//!   and its channel, the std baseline, oneshot) use a fresh pair per message (so two per
+//!   round trip): each message carries the sending end for the reply (a clone of the
+//!   promise, the channel's `Resolver`, the oneshot `Sender`). The channels (crossbeam
+//!   `bounded(1)`, `mpsc`) are reused.
 //! - `promise/fan_out`: one iteration sets one promise that 2 threads wait for; the second
 //!   of them to see it sets an acknowledgement that the setter waits for (so one iteration
 //!   is one 1→2 wake-up plus one 1→1 wake-up, the same for every peer). The value carries
@@ -26,7 +34,7 @@
 //! region, via `iter_custom`) and does one untimed round first.
 
 use criterion::{criterion_group, criterion_main, BenchmarkGroup, Criterion};
-use orderslip::Promise;
+use orderslip::{Promise, Resolver};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{mpsc, Arc, OnceLock};
@@ -107,7 +115,69 @@ fn single_thread(c: &mut Criterion) {
             v
         })
     });
+    two_ends(&mut group);
     group.finish();
+}
+
+/// The two-ended forms side by side (see the module docs): `two_ends/*` read the ready
+/// value with the blocking call, `two_ends_try/*` with the non-blocking one.
+fn two_ends(group: &mut Group<'_>) {
+    group.bench_function("two_ends/orderslip_channel", |b| {
+        b.iter(|| {
+            let (resolver, p) = Promise::<u64, ()>::channel();
+            resolver.set_result(black_box(7)).unwrap();
+            let v = *p.wait().unwrap();
+            drop(p);
+            v
+        })
+    });
+    group.bench_function("two_ends/orderslip_shared", |b| {
+        b.iter(|| {
+            let p: Promise<u64, ()> = Promise::with_setter(None);
+            let setter = p.clone();
+            setter.set_result(black_box(7)).unwrap();
+            drop(setter);
+            let v = *p.wait().unwrap();
+            drop(p);
+            v
+        })
+    });
+    group.bench_function("two_ends/oneshot", |b| {
+        b.iter(|| {
+            let (tx, rx) = oneshot::channel::<u64>();
+            tx.send(black_box(7)).unwrap();
+            rx.recv().unwrap() // consumes (drops) the receiver
+        })
+    });
+    group.bench_function("two_ends_try/orderslip_channel", |b| {
+        b.iter(|| {
+            let (resolver, p) = Promise::<u64, ()>::channel();
+            resolver.set_result(black_box(7)).unwrap();
+            let v = *p.try_result().unwrap().unwrap();
+            drop(p);
+            v
+        })
+    });
+    group.bench_function("two_ends_try/orderslip_shared", |b| {
+        b.iter(|| {
+            let p: Promise<u64, ()> = Promise::with_setter(None);
+            let setter = p.clone();
+            setter.set_result(black_box(7)).unwrap();
+            drop(setter);
+            let v = *p.try_result().unwrap().unwrap();
+            drop(p);
+            v
+        })
+    });
+    group.bench_function("two_ends_try/oneshot", |b| {
+        b.iter(|| {
+            let (tx, rx) = oneshot::channel::<u64>();
+            tx.send(black_box(7)).unwrap();
+            let v = rx.try_recv().unwrap();
+            drop(rx);
+            v
+        })
+    });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -160,6 +230,32 @@ impl Slip for Orderslip {
     fn recv(rx: Self::Rx) -> (u64, Self::Tx) {
         let m = rx.wait().unwrap();
         (m.n, m.reply.clone())
+    }
+}
+
+/// An orderslip channel message: a number and the resolver of the reply's channel.
+struct ChanMsg {
+    n: u64,
+    reply: Resolver<ChanMsg, ()>,
+}
+
+struct OrderslipChannel;
+
+impl Slip for OrderslipChannel {
+    type Tx = Resolver<ChanMsg, ()>;
+    type Rx = Promise<ChanMsg, ()>;
+    fn pair() -> (Self::Tx, Self::Rx) {
+        Promise::channel()
+    }
+    fn send(tx: Self::Tx, n: u64, reply: Self::Tx) {
+        tx.set_result(ChanMsg { n, reply }).ok().unwrap();
+    }
+    fn recv(rx: Self::Rx) -> (u64, Self::Tx) {
+        // The resolver is not `Clone`: wait, then move the message out of the last handle
+        // (as `oneshot`'s `recv` moves it out of the receiver).
+        assert!(rx.wait().is_ok());
+        let ChanMsg { n, reply } = rx.into_inner().unwrap().ok().unwrap();
+        (n, reply)
     }
 }
 
@@ -289,6 +385,9 @@ fn ping_pong(c: &mut Criterion) {
     let mut group = c.benchmark_group("promise/ping_pong");
     configure(&mut group);
     group.bench_function("orderslip", |b| b.iter_custom(ping_pong_slips::<Orderslip>));
+    group.bench_function("orderslip_channel", |b| {
+        b.iter_custom(ping_pong_slips::<OrderslipChannel>)
+    });
     group.bench_function("std_mutex_condvar", |b| {
         b.iter_custom(ping_pong_slips::<StdSlip>)
     });

@@ -14,14 +14,21 @@
 //! | dropping the last handle                    | 0 allocations, exactly 1 free        |
 //! | a blocking wait that parks (then times out) | exactly 1 (its waiter node)          |
 //! | `then` on a pending promise                 | exactly 2 (the node and the boxed callback) |
+//! | `Promise::channel()`, `Resolver::set_result`, `wait`, drop: the whole life | exactly 1 allocation, exactly 1 free |
+//! | a channel: `clone`/drop of a clone, the resolver's set, reads, abandoning drop | 0 |
+//! | a blocking wait on a channel that parks     | at most 1 (its waiter node; exactly 1 when it parks until a timeout) |
+//! | an owned future (`IntoFuture`) that registers | at most 1 (its node; exactly 1 here), 0 on a re-poll |
 //! | `ActionQueue::put` of a closure of at most three words, worker running | only 1 per 31 puts (a `SegQueue` block): the closure is kept in the slot |
 //! | `ActionQueue::put` of a larger closure      | 1 (the box) + 1 per 31 puts            |
 //! | `ActionQueue::put` of a zero-sized closure  | only the `SegQueue` blocks: 1 per 31 puts |
 //! | `ActionQueue::submit` of a small closure    | 1 (the promise) + the blocks           |
 #![cfg(not(loom))]
 
-use orderslip::{ActionQueue, Promise};
+use orderslip::{ActionQueue, Promise, PromiseError};
+use std::future::{Future, IntoFuture};
 use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 mod util;
@@ -163,6 +170,169 @@ fn then_allocates_two_on_a_pending_promise_and_one_on_a_done_one() {
     });
     assert_eq!(a, 0, "then on a done promise allocates nothing");
     assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 10);
+}
+
+#[test]
+fn a_channel_is_exactly_one_allocation_for_its_whole_life() {
+    warm_up_thread();
+    let (a, f, v) = counted(|| {
+        let (resolver, p) = Promise::<u64, String>::channel();
+        resolver.set_result(black_box(42)).unwrap();
+        let v = *p.wait().unwrap();
+        drop(p);
+        v
+    });
+    assert_eq!(v, 42);
+    assert_eq!((a, f), (1, 1), "channel + set + wait + drop");
+    // The same with the ends dropped in the other order and the read non-blocking, and with
+    // a large value.
+    let (a, f, ()) = counted(|| {
+        let (resolver, p) = Promise::<[u8; 256], ()>::channel();
+        assert!(resolver.set_result([7; 256]).is_ok());
+        assert_eq!(p.try_result().map(|r| r.map(|v| v[255])), Some(Ok(7)));
+        drop(p);
+    });
+    assert_eq!((a, f), (1, 1), "large value, try_result");
+}
+
+#[test]
+fn a_channel_allocates_nothing_per_clone_set_or_read() {
+    warm_up_thread();
+    let (a, f, (resolver, p)) = counted(Promise::<u64, String>::channel);
+    assert_eq!((a, f), (1, 0), "Promise::channel");
+    let mut clones = Vec::with_capacity(100);
+    let (a, f, ()) = counted(|| clones.extend((0..100).map(|_| p.clone())));
+    assert_eq!((a, f), (0, 0), "100 clones");
+    let (a, f, ()) = counted(|| {
+        for c in clones.iter() {
+            drop(black_box(c.clone()));
+        }
+    });
+    assert_eq!((a, f), (0, 0), "clone + drop of a clone");
+    let (a, f, ()) = counted(|| resolver.set_result(black_box(5)).unwrap());
+    assert_eq!((a, f), (0, 0), "Resolver::set_result");
+    let (a, f, ()) = counted(|| {
+        for c in clones.iter() {
+            assert_eq!(black_box(c).wait(), Ok(&5));
+            assert_eq!(black_box(c).try_result(), Some(Ok(&5)));
+            assert_eq!(black_box(c).result(Duration::from_secs(1)), Ok(&5));
+        }
+    });
+    assert_eq!((a, f), (0, 0), "reading a done channel");
+    // A set on the promise end is refused and hands the value back, without allocating.
+    let (a, f, ()) = counted(|| assert!(p.set_result(6).is_err()));
+    assert_eq!((a, f), (0, 0), "refused set on the promise end");
+    let (a, f, ()) = counted(|| clones.clear());
+    assert_eq!((a, f), (0, 0), "dropping the clones (not the last handle)");
+    drop(clones);
+    let (a, f, ()) = counted(|| drop(p));
+    assert_eq!((a, f), (0, 1), "the last handle frees the block");
+
+    // The resolver's other ends: an abandoning drop, and a set nobody can read (the value
+    // comes back and the resolver frees the block).
+    let (resolver, p) = Promise::<u64, String>::channel();
+    let (a, f, ()) = counted(|| drop(resolver));
+    assert_eq!((a, f), (0, 0), "dropping the resolver unset");
+    assert_eq!(p.wait(), Err(PromiseError::Abandoned));
+    let (a, f, ()) = counted(|| drop(p));
+    assert_eq!((a, f), (0, 1));
+    let (resolver, p) = Promise::<u64, String>::channel();
+    drop(p);
+    let (a, f, ()) = counted(|| assert_eq!(resolver.set_result(3), Err(3)));
+    assert_eq!((a, f), (0, 1), "a closed channel's set frees the block");
+}
+
+#[test]
+fn a_wait_on_a_channel_that_parks_allocates_at_most_its_waiter_node() {
+    warm_up_thread();
+    // With the resolver alive and unset, the wait spins, pushes its node, parks, times out
+    // and prunes the node: exactly one, as for a shared promise.
+    let (resolver, p) = Promise::<u64, ()>::channel();
+    let (a, f, r) = counted(|| p.result(Duration::from_millis(1)).copied());
+    assert_eq!(r, Err(PromiseError::Timeout));
+    assert_eq!(
+        (a, f),
+        (1, 1),
+        "one waiter node, pruned when the waiter gave up"
+    );
+    let (a, f, _) = counted(|| p.result(Duration::ZERO).is_err());
+    assert_eq!((a, f), (0, 0), "a zero timeout only polls");
+
+    // A blocking `wait` that another thread ends, by a set and by an abandoning drop. The
+    // other thread sleeps first so that the wait most likely parks; if it does not (the
+    // set came during the spin), it allocates nothing. Whichever thread lets go of the node
+    // last frees it, so this thread frees at most it.
+    let setter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        resolver.set_result(8).unwrap();
+    });
+    let (a, f, r) = counted(|| p.wait().copied());
+    setter.join().unwrap();
+    assert_eq!(r, Ok(8));
+    assert!(
+        a <= 1 && f <= a,
+        "set while parked: {a} allocations, {f} frees"
+    );
+
+    let (resolver, p) = Promise::<u64, ()>::channel();
+    let q = p.clone();
+    let dropper = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        drop(resolver);
+    });
+    let (a, f, r) = counted(|| q.wait().copied());
+    dropper.join().unwrap();
+    assert_eq!(r, Err(PromiseError::Abandoned));
+    assert!(
+        a <= 1 && f <= a,
+        "abandoned while parked: {a} allocations, {f} frees"
+    );
+    drop(p);
+}
+
+#[test]
+fn an_owned_future_that_registers_allocates_at_most_one_node() {
+    warm_up_thread();
+    // A waker made outside the measured regions (its clones are reference counts).
+    let (waker, woken) = util::counting_waker();
+    let mut cx = Context::from_waker(&waker);
+    let (resolver, p) = Promise::<u64, ()>::channel();
+    let (a, f, fut) = counted(|| IntoFuture::into_future(p));
+    assert_eq!((a, f), (0, 0), "into_future");
+    let mut fut = pin!(fut);
+    let (a, f, r) = counted(|| fut.as_mut().poll(&mut cx));
+    assert_eq!(r, Poll::Pending);
+    // At most one node; here exactly one, since the first poll of a pending promise
+    // always registers.
+    assert_eq!((a, f), (1, 0), "the registering poll: its node");
+    let (a, f, r) = counted(|| fut.as_mut().poll(&mut cx));
+    assert_eq!(r, Poll::Pending);
+    assert_eq!((a, f), (0, 0), "a re-poll with the same waker");
+    let (a, f, ()) = counted(|| resolver.set_result(11).unwrap());
+    assert_eq!(a, 0, "the set that wakes the task");
+    assert_eq!(f, 0, "the future still holds its node");
+    assert_eq!(woken.count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // The last handle: the value is moved out, the node and the block are freed.
+    let (a, f, r) = counted(|| fut.as_mut().poll(&mut cx));
+    assert_eq!(r, Poll::Ready(Ok(11)));
+    assert_eq!(
+        (a, f),
+        (0, 2),
+        "the ready poll frees the node and the block"
+    );
+
+    // A future dropped while registered unregisters and frees its node; with the resolver
+    // still alive, the block is left to the resolver, whose set then hands the value back.
+    let (resolver, p) = Promise::<u64, ()>::channel();
+    let mut fut = Box::pin(IntoFuture::into_future(p));
+    let (a, f, r) = counted(|| fut.as_mut().poll(&mut cx));
+    assert_eq!(r, Poll::Pending);
+    assert_eq!((a, f), (1, 0), "the registering poll: its node");
+    let (a, f, ()) = counted(|| drop(fut));
+    assert_eq!((a, f), (0, 2), "dropping it frees its node and its box");
+    assert!(resolver.is_closed());
+    let (a, f, ()) = counted(|| assert_eq!(resolver.set_result(1), Err(1)));
+    assert_eq!((a, f), (0, 1), "the resolver frees the block");
 }
 
 /// How many puts the allocation tests make (several SegQueue blocks of 31 slots).
