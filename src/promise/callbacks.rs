@@ -182,25 +182,34 @@ impl<T, E> Drop for Callbacks<T, E> {
     /// Drops the callbacks of a promise that was never set, unrun. If dropping one panics,
     /// the rest are dropped anyway and the first panic is re-raised afterwards, as std's
     /// containers do.
+    #[inline]
     fn drop(&mut self) {
         // ORDERING: Relaxed: the last handle owns the block; its Acquire on the handle count
         // ordered every registrar's push before this.
-        let mut node = self.head.load(Ordering::Relaxed);
-        if node == closed() {
+        let node = self.head.load(Ordering::Relaxed);
+        if node.is_null() || node == closed() {
             return;
         }
-        let mut first_panic = None;
-        while !node.is_null() {
-            // SAFETY: nobody else can reach the stack now; each node came from
-            // `boxed::into_raw` in `push` and is ours.
-            let boxed = unsafe { sync::boxed::take(node) };
-            node = boxed.next;
-            if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
-                first_panic.get_or_insert(payload);
-            }
+        drop_unrun(node);
+    }
+}
+
+/// Drops the callbacks of a stack from `node` on, unrun (off the hot path of a promise's
+/// drop): the rest of [`Callbacks`]' `Drop`.
+#[cold]
+#[inline(never)]
+fn drop_unrun<T, E>(mut node: *mut Node<T, E>) {
+    let mut first_panic = None;
+    while !node.is_null() {
+        // SAFETY: nobody else can reach the stack now; each node came from
+        // `boxed::into_raw` in `push` and is ours.
+        let boxed = unsafe { sync::boxed::take(node) };
+        node = boxed.next;
+        if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(move || drop(boxed))) {
+            first_panic.get_or_insert(payload);
         }
-        if let Some(payload) = first_panic {
-            panic::resume_unwind(payload);
-        }
+    }
+    if let Some(payload) = first_panic {
+        panic::resume_unwind(payload);
     }
 }

@@ -225,46 +225,79 @@ impl<T, E> Resolver<T, E> {
     }
 
     /// Publishes `result` (DONE) and finishes, or hands it back if nobody can read it.
+    #[inline]
     pub(super) fn resolve(self, result: Result<T, E>) -> Result<(), Result<T, E>> {
         let this = ManuallyDrop::new(self);
         let inner = this.inner();
         // SAFETY: only the resolver writes the slot, once (it is consumed here), and nobody
         // reads it before the DONE that the CAS below publishes.
         inner.slot.with_mut(|slot| unsafe { (*slot).write(result) });
-        // ORDERING: Acquire: if it shows GONE, we free the block below, after every handle's
-        // work (each gave up its share with a Release RMW).
-        let mut old = State(inner.state.load(Ordering::Acquire));
-        loop {
-            if old.handles_gone() && !old.has_callbacks() {
-                // Closed: no handle is left and no callback waits, so nobody can read the
-                // result. The promise side saw RESOLVER set when it left, so the block is
-                // ours to free.
-                // SAFETY: we wrote the slot above and never published it.
-                let result = inner
-                    .slot
-                    .with(|slot| unsafe { (*slot).assume_init_read() });
-                // SAFETY: GONE with RESOLVER set: the promise side left the freeing to us,
-                // and nobody else can reach the block. It came from `boxed::into_raw`.
-                unsafe { sync::boxed::free(this.inner.as_ptr()) };
-                return Err(result);
-            }
-            // ORDERING: Release publishes the slot to every Acquire reader of DONE; Acquire
-            // lets us read the waiter nodes pushed with Release, and (on failure too) the
-            // handles' work if we end up freeing.
-            match inner.state.compare_exchange_weak(
-                old.0,
-                old.resolved(DONE).0,
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => break,
-                Err(actual) => old = State(actual),
-            }
+        // The common case, in one CAS: pending, nobody waiting, no callback, handles alive.
+        // Then there is nothing to wake, drain or free afterwards.
+        // ORDERING: Release publishes the slot to every Acquire reader of DONE. Relaxed on
+        // failure: the slow path reads the word again.
+        if inner
+            .state
+            .compare_exchange(
+                State::CHANNEL.0,
+                State::CHANNEL.resolved(DONE).0,
+                Ordering::Release,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+        {
+            return Ok(());
         }
-        // SAFETY: our CAS published DONE and took the waiter stack in `old`.
-        unsafe { finish(this.inner, old) };
-        Ok(())
+        // SAFETY: `this` is the resolver, consumed here; the slot holds `result`, unpublished.
+        unsafe { resolve_slow(this.inner) }
     }
+}
+
+/// [`Resolver::resolve`] when the word is not exactly "pending, nobody waiting, no
+/// callback, handles alive": publish with the waiters taken, or hand the result back.
+///
+/// # Safety
+///
+/// The caller is the consumed resolver of `inner`, which wrote the result into the slot
+/// and has not published it.
+#[cold]
+#[inline(never)]
+unsafe fn resolve_slow<T, E>(inner_ptr: NonNull<Inner<T, E>>) -> Result<(), Result<T, E>> {
+    // SAFETY: RESOLVER is still set, so the block is alive.
+    let inner = unsafe { inner_ptr.as_ref() };
+    // ORDERING: Acquire: if it shows GONE, we free the block below, after every handle's
+    // work (each gave up its share with a Release RMW).
+    let mut old = State(inner.state.load(Ordering::Acquire));
+    loop {
+        if old.handles_gone() && !old.has_callbacks() {
+            // Closed: no handle is left and no callback waits, so nobody can read the
+            // result. The promise side saw RESOLVER set when it left, so the block is
+            // ours to free.
+            // SAFETY: we wrote the slot above and never published it.
+            let result = inner
+                .slot
+                .with(|slot| unsafe { (*slot).assume_init_read() });
+            // SAFETY: GONE with RESOLVER set: the promise side left the freeing to us,
+            // and nobody else can reach the block. It came from `boxed::into_raw`.
+            unsafe { sync::boxed::free(inner_ptr.as_ptr()) };
+            return Err(result);
+        }
+        // ORDERING: Release publishes the slot to every Acquire reader of DONE; Acquire
+        // lets us read the waiter nodes pushed with Release, and (on failure too) the
+        // handles' work if we end up freeing.
+        match inner.state.compare_exchange_weak(
+            old.0,
+            old.resolved(DONE).0,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => break,
+            Err(actual) => old = State(actual),
+        }
+    }
+    // SAFETY: our CAS published DONE and took the waiter stack in `old`.
+    unsafe { finish(inner_ptr, old) };
+    Ok(())
 }
 
 /// The resolver's work after its final CAS (which read `old`): wake the waiters it took,

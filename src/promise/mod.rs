@@ -1047,6 +1047,7 @@ impl<T, E> Promise<T, E> {
 impl<T, E> Drop for Inner<T, E> {
     /// Drops the result (if set) and any leftover cancelled waiter nodes. The callbacks of a
     /// promise never set are dropped unrun by [`Callbacks`]' own `Drop`, after this.
+    #[inline]
     fn drop(&mut self) {
         // We are the last guard: nobody else touches the block, so Relaxed suffices (the
         // guard count's Acquire ordered every other handle's work before this).
@@ -1058,10 +1059,17 @@ impl<T, E> Drop for Inner<T, E> {
         }
         // Leftover cancelled waiter nodes (nobody can be waiting: waiters hold a handle).
         if state.waiters() != 0 {
-            // SAFETY: we own the block, so the stack in the word is ours alone.
-            unsafe { waiters::drop_list(state.waiters() as *const Waiter) };
+            drop_leftover_waiters(state);
         }
     }
+}
+
+/// Drops the cancelled waiter nodes left in a freed block's word (off the hot path).
+#[cold]
+#[inline(never)]
+fn drop_leftover_waiters(state: State) {
+    // SAFETY: only called from `Inner::drop`: we own the block, so the stack is ours alone.
+    unsafe { waiters::drop_list(state.waiters() as *const Waiter) };
 }
 
 impl<T, E> fmt::Debug for Promise<T, E> {
