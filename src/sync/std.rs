@@ -107,24 +107,38 @@ impl Spin {
     }
 }
 
-/// The spin phase of a promise wait, adapted to how this thread's recent waits ended: a
-/// wait whose spin ran out (the result came later, so it parked) makes the thread's next
-/// waits skip the spin, 1, 3, 7, ... up to 63 of them after consecutive misses; one spin
-/// that wins (the result came while spinning) resets that. So a thread that waits for
-/// results that come quickly (a ping-pong on idle cores) keeps spinning and never parks,
-/// and one whose waits outlast the spin (slow replies, or a loaded machine where the other
-/// side is not running) parks at once and leaves the cores to the threads that work,
-/// trying the spin again now and then.
+/// The spin phase of a promise wait, which a thread gives up while the machine is
+/// oversubscribed.
+///
+/// It spins in doubling runs of `pause` (1, 2, ... 64), then yields a few times, then the
+/// caller parks. Spinning pays when the other side has a core of its own: the result lands
+/// during the spin and nobody sleeps. It costs when the other side needs the spinner's
+/// core: then every spin delays the result it waits for. The sign of the latter is a yield
+/// that takes long (over 50 µs: another thread ran on this core meanwhile), so a spin phase
+/// that sees one ends at once and makes the thread's next waits park without spinning: 1,
+/// 3, 7, ... up to 255 of them after consecutive such phases. A spin phase without a slow
+/// yield (it won, or ran out with only quick yields) resets that.
+///
+/// Whether the spin *won* is deliberately not the signal: in a ping-pong, a side that parks
+/// makes its partner's next wait long too (the futex wake-up), so "my spin ran out" would
+/// make both sides stop spinning for good on an idle machine.
 pub(crate) struct AdaptiveSpin {
-    /// `None` when this wait skips the spin.
-    spin: Option<Spin>,
+    /// The next step (`None` when this wait skips the spin).
+    step: Option<std::cell::Cell<u32>>,
 }
 
-/// Consecutive spins that ran out before the result came, at most this many.
-const MAX_MISSES: u8 = 6;
+/// Steps that spin (doubling runs of `pause`); the steps after it, up to `YIELD_STEPS`,
+/// yield.
+const SPIN_STEPS: u32 = 6;
+/// The last step.
+const YIELD_STEPS: u32 = 10;
+/// A yield that took longer than this gave the core to another thread.
+const SLOW_YIELD: std::time::Duration = std::time::Duration::from_micros(50);
+/// Consecutive contended spin phases counted, at most: skips go up to 2^8 - 1.
+const MAX_LEVEL: u8 = 8;
 
 std::thread_local! {
-    /// This thread's (consecutive misses, waits still to skip).
+    /// This thread's (consecutive contended spin phases, waits still to skip).
     static SPIN_HISTORY: std::cell::Cell<(u8, u8)> = const { std::cell::Cell::new((0, 0)) };
 }
 
@@ -134,50 +148,87 @@ impl AdaptiveSpin {
         // `try_with`: a wait inside a thread-local destructor spins, as it always did.
         let skip = SPIN_HISTORY
             .try_with(|history| {
-                let (misses, skip) = history.get();
+                let (level, skip) = history.get();
                 if skip > 0 {
-                    history.set((misses, skip - 1));
+                    history.set((level, skip - 1));
                 }
                 skip > 0
             })
             .unwrap_or(false);
         AdaptiveSpin {
-            spin: (!skip).then(Spin::new),
+            step: (!skip).then(|| std::cell::Cell::new(0)),
         }
     }
 
     /// Whether the spin phase is over (or skipped) and the caller should park.
     #[inline]
     pub(crate) fn is_completed(&self) -> bool {
-        self.spin.as_ref().map_or(true, Spin::is_completed)
+        self.step
+            .as_ref()
+            .map_or(true, |step| step.get() > YIELD_STEPS)
     }
 
     /// One step of the spin phase.
     #[inline]
     pub(crate) fn snooze(&self) {
-        if let Some(spin) = &self.spin {
-            spin.snooze();
+        let Some(step) = &self.step else { return };
+        let n = step.get();
+        if n <= SPIN_STEPS {
+            for _ in 0..1u32 << n {
+                std::hint::spin_loop();
+            }
+            step.set(n + 1);
+        } else {
+            let start = std::time::Instant::now();
+            std::thread::yield_now();
+            if start.elapsed() > SLOW_YIELD {
+                // Another thread had this core: end the spin here and skip the next ones.
+                step.set(YIELD_STEPS + 1);
+                contended();
+            } else {
+                step.set(n + 1);
+            }
         }
     }
 
-    /// The result came while spinning: keep spinning on the next waits.
+    /// The result came while spinning.
     #[inline]
     pub(crate) fn won(&self) {
-        if self.spin.is_some() {
-            let _ = SPIN_HISTORY.try_with(|history| history.set((0, 0)));
+        if self.step.is_some() {
+            calm();
         }
     }
 
-    /// The spin ran out before the result came: skip it on the next waits.
+    /// The spin phase ran out before the result came.
     #[inline]
     pub(crate) fn missed(&self) {
-        if self.spin.is_some() {
-            let _ = SPIN_HISTORY.try_with(|history| {
-                let misses = (history.get().0 + 1).min(MAX_MISSES);
-                history.set((misses, (1u8 << misses) - 1));
-            });
+        // A phase that ended on a slow yield already counted as contended.
+        if let Some(step) = &self.step {
+            if step.get() == YIELD_STEPS + 1 && !ended_contended() {
+                calm();
+            }
         }
     }
+}
+
+/// Whether the last spin phase of this thread ended on a slow yield (it set a skip count).
+fn ended_contended() -> bool {
+    SPIN_HISTORY
+        .try_with(|history| history.get().1 > 0)
+        .unwrap_or(false)
+}
+
+/// A spin phase saw the core taken: skip the next 2^level - 1 spins.
+fn contended() {
+    let _ = SPIN_HISTORY.try_with(|history| {
+        let level = (history.get().0 + 1).min(MAX_LEVEL);
+        history.set((level, ((1u16 << level) - 1) as u8));
+    });
+}
+
+/// A spin phase saw no sign of contention: spin on every wait again.
+fn calm() {
+    let _ = SPIN_HISTORY.try_with(|history| history.set((0, 0)));
 }
 
 /// The action queue's FIFO: `crossbeam_queue::SegQueue` (lock-free, unbounded).
@@ -235,44 +286,42 @@ pub(crate) mod boxed {
 
 #[cfg(test)]
 mod tests {
-    use super::AdaptiveSpin;
+    use super::{calm, contended, AdaptiveSpin};
 
-    /// How many of the next `n` waits on this thread spin.
-    fn spinning_of_next(n: usize) -> usize {
-        (0..n)
-            .filter(|_| {
-                let spin = AdaptiveSpin::new();
-                let spins = !spin.is_completed();
-                // A spin that is taken wins, so that the history only moves where we say.
-                spin.won();
-                spins
-            })
-            .count()
+    /// Whether the next wait on this thread spins (and leaves the history as it was, but
+    /// for the skip it uses up).
+    fn next_wait_spins() -> bool {
+        !AdaptiveSpin::new().is_completed()
     }
 
-    /// The policy of `AdaptiveSpin`: each consecutive miss doubles the number of waits that
-    /// skip the spin (1, 3, 7, ... 63), and one win resets it. Thread-local, so this runs on
-    /// a thread of its own, whatever the harness runs beside it.
+    /// The policy of `AdaptiveSpin`: each consecutive contended spin phase (one that saw a
+    /// slow yield; `contended` is what `snooze` calls then) doubles the number of waits that
+    /// skip the spin (1, 3, 7, ... 255), and a calm phase resets it. Thread-local, so this
+    /// runs on a thread of its own, whatever the harness runs beside it.
     #[test]
-    fn missed_spins_skip_a_growing_number_of_waits_and_a_win_resets() {
+    fn contended_spins_skip_a_growing_number_of_waits_and_a_calm_one_resets() {
         std::thread::spawn(|| {
-            assert_eq!(spinning_of_next(5), 5, "a fresh thread spins");
-            for expected_skips in [1usize, 3, 7, 15, 31, 63, 63] {
-                let spin = AdaptiveSpin::new();
-                assert!(
-                    !spin.is_completed(),
-                    "the wait after the skipped ones spins"
-                );
-                spin.missed();
+            assert!((0..5).all(|_| next_wait_spins()), "a fresh thread spins");
+            for expected_skips in [1usize, 3, 7, 15, 31, 63, 127, 255, 255] {
+                contended();
                 for _ in 0..expected_skips {
-                    assert!(AdaptiveSpin::new().is_completed(), "skipped");
+                    assert!(!next_wait_spins(), "skipped");
                 }
+                assert!(next_wait_spins(), "the wait after the skipped ones spins");
             }
-            // The next wait spins and wins: back to spinning on every wait.
+            calm();
+            assert!((0..10).all(|_| next_wait_spins()));
+            // A spin phase that runs out with only quick yields is calm: no skip.
+            contended();
+            assert!(!next_wait_spins());
             let spin = AdaptiveSpin::new();
-            assert!(!spin.is_completed());
-            spin.won();
-            assert_eq!(spinning_of_next(10), 10);
+            while !spin.is_completed() {
+                spin.snooze();
+            }
+            spin.missed();
+            // Unless one of its yields was slow (a loaded machine), the next wait spins.
+            let slow_yield = super::ended_contended();
+            assert!(slow_yield || next_wait_spins());
         })
         .join()
         .unwrap();
