@@ -372,6 +372,40 @@ impl Drop for CbToken {
     }
 }
 
+/// Registers a callback that records what it saw in `record`: `then` (panicking after it
+/// recorded, if `panics` says so) for `Some`, `then_else` for `None` (two closures, one
+/// token each: both are dropped whichever branch runs).
+fn register_callback(p: &Promise<Val, Val>, record: &Arc<CbRecord>, panics: Option<bool>) {
+    match panics {
+        Some(panics) => {
+            let token = CbToken(record.clone());
+            p.then(move |r| {
+                *token.0.saw.lock().unwrap() = Some(match r {
+                    Ok(v) => (v.id, false),
+                    Err(e) => (e.id, true),
+                });
+                token.0.runs.fetch_add(1, Ordering::SeqCst);
+                if panics {
+                    panic!("model: intentional callback panic");
+                }
+            });
+        }
+        None => {
+            let (ok, err) = (CbToken(record.clone()), CbToken(record.clone()));
+            p.then_else(
+                move |v| {
+                    *ok.0.saw.lock().unwrap() = Some((v.id, false));
+                    ok.0.runs.fetch_add(1, Ordering::SeqCst);
+                },
+                move |e| {
+                    *err.0.saw.lock().unwrap() = Some((e.id, true));
+                    err.0.runs.fetch_add(1, Ordering::SeqCst);
+                },
+            );
+        }
+    }
+}
+
 /// What one worker thread observed.
 #[derive(Default, Debug)]
 struct PLog {
@@ -472,32 +506,11 @@ fn run_promise_worker(me: usize, case: &PCase, world: &PWorld, first: Promise<Va
             POp::Then { .. } | POp::ThenElse => {
                 let record = Arc::new(CbRecord::default());
                 world.callbacks.lock().unwrap().push(record.clone());
-                if let POp::Then { panics } = *op {
-                    let token = CbToken(record.clone());
-                    p.then(move |r| {
-                        *token.0.saw.lock().unwrap() = Some(match r {
-                            Ok(v) => (v.id, false),
-                            Err(e) => (e.id, true),
-                        });
-                        token.0.runs.fetch_add(1, Ordering::SeqCst);
-                        if panics {
-                            panic!("model: intentional callback panic");
-                        }
-                    });
-                } else {
-                    // Two closures, one token each: both are dropped whichever branch runs.
-                    let (ok, err) = (CbToken(record.clone()), CbToken(record.clone()));
-                    p.then_else(
-                        move |v| {
-                            *ok.0.saw.lock().unwrap() = Some((v.id, false));
-                            ok.0.runs.fetch_add(1, Ordering::SeqCst);
-                        },
-                        move |e| {
-                            *err.0.saw.lock().unwrap() = Some((e.id, true));
-                            err.0.runs.fetch_add(1, Ordering::SeqCst);
-                        },
-                    );
-                }
+                let panics = match *op {
+                    POp::Then { panics } => Some(panics),
+                    _ => None,
+                };
+                register_callback(p, &record, panics);
                 if known_set {
                     assert_eq!(
                         record.runs.load(Ordering::SeqCst),
@@ -2106,31 +2119,11 @@ fn run_channel_worker(
                     registered: AtomicBool::new(false),
                 });
                 world.callbacks.lock().unwrap().push(cb.clone());
-                if let COp::Then { panics } = *op {
-                    let token = CbToken(record.clone());
-                    p.then(move |r| {
-                        *token.0.saw.lock().unwrap() = Some(match r {
-                            Ok(v) => (v.id, false),
-                            Err(e) => (e.id, true),
-                        });
-                        token.0.runs.fetch_add(1, Ordering::SeqCst);
-                        if panics {
-                            panic!("model: intentional callback panic");
-                        }
-                    });
-                } else {
-                    let (ok, err) = (CbToken(record.clone()), CbToken(record.clone()));
-                    p.then_else(
-                        move |v| {
-                            *ok.0.saw.lock().unwrap() = Some((v.id, false));
-                            ok.0.runs.fetch_add(1, Ordering::SeqCst);
-                        },
-                        move |e| {
-                            *err.0.saw.lock().unwrap() = Some((e.id, true));
-                            err.0.runs.fetch_add(1, Ordering::SeqCst);
-                        },
-                    );
-                }
+                let panics = match *op {
+                    COp::Then { panics } => Some(panics),
+                    _ => None,
+                };
+                register_callback(p, &record, panics);
                 cb.registered.store(true, Ordering::SeqCst);
                 log.registered = true;
                 if known {
