@@ -139,6 +139,14 @@ impl Handles {
         self.count.fetch_or(CLONED, Ordering::Relaxed);
     }
 
+    /// Whether the caller's handle is the only live one, by the count alone (for a channel,
+    /// which never takes orphaning guards).
+    #[inline]
+    pub(crate) fn is_only_live(&self) -> bool {
+        // ORDERING: Acquire, as in `is_unique`.
+        Count(self.count.load(Ordering::Acquire)).live() == 1
+    }
+
     /// Whether the caller's handle is the only live one and no orphaning drop holds a guard:
     /// then nobody else can reach the block through the handles.
     #[inline]

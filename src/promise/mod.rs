@@ -56,7 +56,7 @@ use crate::setter::{self, Setter};
 use crate::sync::{self, thread, AdaptiveSpin, Arc, AtomicUsize, Ordering, UnsafeCell};
 use callbacks::Callbacks;
 use handles::Handles;
-use state::{State, CLAIMED, FINAL};
+use state::{State, CLAIMED, DONE, FINAL};
 use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
@@ -937,6 +937,26 @@ impl<T, E> Clone for Promise<T, E> {
 impl<T, E> Drop for Promise<T, E> {
     #[inline]
     fn drop(&mut self) {
+        let inner = self.inner();
+        if inner.channel && inner.handles.is_only_live() {
+            // The last handle of a channel (which never has orphaning guards): if the
+            // resolver set it and left, with no callback and no waiter ever left behind,
+            // the block holds nothing but the result. Drop that and free the block, without
+            // the general path's checks.
+            // ORDERING: Acquire: RESOLVER clear (final) orders the resolver's work before
+            // the free, as in `channel::release_promise`.
+            if State(inner.state.load(Ordering::Acquire)).0 == State::CHANNEL.resolved(DONE).0 {
+                // SAFETY: DONE: the slot holds the result. Nobody else can reach the block:
+                // this is the only live handle and the resolver is gone. Nothing else in the
+                // block needs dropping: no callback was registered (no CALLBACKS) and the
+                // waiter stack is empty. The block came from `boxed::into_raw`.
+                unsafe {
+                    inner.slot.with_mut(|slot| (*slot).assume_init_drop());
+                    sync::boxed::dealloc(self.inner.as_ptr());
+                }
+                return;
+            }
+        }
         if self.release() {
             // SAFETY: `release` says we gave up the last guard: no other handle, guard or
             // resolver can reach the block, and `self` is never used again. The block came

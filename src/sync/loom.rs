@@ -238,4 +238,15 @@ pub(crate) mod boxed {
         // SAFETY: the caller's obligation is `take`'s.
         drop(unsafe { take(ptr) });
     }
+
+    /// Frees a block made by [`into_raw`] without dropping its value (the caller dropped
+    /// what needed it, or nothing does).
+    ///
+    /// # Safety
+    ///
+    /// As for [`take`].
+    pub(crate) unsafe fn dealloc<T>(ptr: *mut T) {
+        // SAFETY: the caller's obligation is `take`'s; the value is forgotten, not dropped.
+        std::mem::forget(unsafe { take(ptr) });
+    }
 }

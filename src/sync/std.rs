@@ -282,6 +282,18 @@ pub(crate) mod boxed {
         // SAFETY: as in `take`.
         drop(unsafe { Box::from_raw(ptr) });
     }
+
+    /// Frees a block made by [`into_raw`] without dropping its value (the caller dropped
+    /// what needed it, or nothing does).
+    ///
+    /// # Safety
+    ///
+    /// As for [`take`].
+    #[inline]
+    pub(crate) unsafe fn dealloc<T>(ptr: *mut T) {
+        // SAFETY: as in `take`; `ManuallyDrop` drops nothing.
+        drop(unsafe { Box::from_raw(ptr.cast::<std::mem::ManuallyDrop<T>>()) });
+    }
 }
 
 #[cfg(test)]
