@@ -35,9 +35,10 @@
 //!
 //! **Waiting for "closed".** [`Resolver::closed`] registers a task node on the waiter
 //! stack, pushed unless DONE, ABANDONED or GONE is set. The last handle sets GONE with a CAS
-//! that also takes the stack (the only live node it can hold then is the resolver's: every
-//! other waiter holds a handle) and wakes it, so the resolver's task either is woken or
-//! sees GONE: the same argument as for DONE.
+//! that also takes the stack and wakes every node in it (the resolver's `closed` futures',
+//! and at worst nodes of promise-side futures that were forgotten while registered: every
+//! other waiter holds a handle), so the resolver's task either is woken or sees GONE: the
+//! same argument as for DONE.
 //!
 //! **Callbacks.** A resolver dropped unset drops the queued callbacks (so a `map` of the
 //! channel, whose resolver a callback holds, is abandoned at once), batch by batch as the
@@ -93,7 +94,8 @@ pub struct Resolver<T, E> {
 // SAFETY: as for `Promise`: the resolver moves a `T`/`E` into the slot, may run callbacks
 // with `&T`/`&E` and may drop the block (with the result) on any thread.
 unsafe impl<T: Send + Sync, E: Send + Sync> Send for Resolver<T, E> {}
-// SAFETY: `&Resolver` only reads the state word (`is_closed`).
+// SAFETY: `&Resolver` reads the state word (`is_closed`) and, through `closed()`, pushes and
+// prunes its own waiter nodes, which the lock-free stack allows from any number of threads.
 unsafe impl<T: Send + Sync, E: Send + Sync> Sync for Resolver<T, E> {}
 
 impl<T, E> Resolver<T, E> {
@@ -200,8 +202,10 @@ impl<T, E> Resolver<T, E> {
     /// Waits until [`is_closed`](Resolver::is_closed): every [`Promise`] handle is gone and
     /// no callback is registered. Like tokio's `oneshot::Sender::closed`, for a producer
     /// that wants to stop its work as soon as nobody waits (for example in a `select!`
-    /// beside the work). Never resolves while a callback is registered (a callback is a
-    /// reader), until the resolver is used. Dropping the future unregisters it.
+    /// beside the work). If a callback is registered (`then`, or a `map`), it never
+    /// resolves: a callback is a reader, and the resolver, which would run it, cannot be
+    /// used while this future borrows it. So await it beside the work, not alone. Dropping
+    /// the future unregisters it.
     ///
     /// ```
     /// use orderslip::Promise;

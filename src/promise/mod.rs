@@ -607,12 +607,15 @@ impl<T, E> Promise<T, E> {
         // A deadline the clock cannot represent is no deadline.
         let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
 
-        // Spin briefly unless this thread's recent spins ran out (see `AdaptiveSpin`).
+        // Spin briefly, unless a recent spin of this thread found the machine oversubscribed
+        // (see `AdaptiveSpin`).
         let spin = AdaptiveSpin::new();
         while !spin.is_completed() {
-            if let Some(result) = self.try_result() {
+            // ORDERING: Acquire, so that a final state lets us read the result.
+            if State(inner.state.load(Ordering::Acquire)).is_final() {
                 spin.won();
-                return result.map_err(PromiseError::Failed);
+                // SAFETY: the load above saw DONE or ABANDONED with Acquire.
+                return unsafe { self.final_result() };
             }
             spin.snooze();
         }

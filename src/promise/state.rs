@@ -24,15 +24,16 @@
 //!  RESOLVER ──────────────────────────────────────────────> DONE       kept = CALLBACKS|GONE
 //!   │  ^     resolver dropped unset: CAS to                             of the old word, and
 //!   └──┘ ───────────────────────────────────────────────> ABANDONED    RESOLVER if CALLBACKS
-//!   push/prune/then,  CLAIMED|ABANDONED|kept, stack taken   (final)     (cleared after the
-//!   last handle: GONE                                                   callback drain)
+//!   push/prune/then;  CLAIMED|ABANDONED|kept, stack taken   (final)     (cleared after the
+//!   last handle: CAS in GONE, stack taken                              callback drain)
 //! ```
 //!
 //! Who owns what:
 //! - the result slot is written only by the thread whose `fetch_or(CLAIMED)` saw no CLAIMED,
 //!   between its claim and its publish, and read only after DONE was observed with Acquire;
-//! - the waiter stack is owned by the word while the state is not DONE; the publishing CAS
-//!   hands it to the setter, which wakes every node (see [`super::waiters`]);
+//! - the waiter stack is owned by the word while the state is not final; the CAS that
+//!   publishes DONE (or a channel's ABANDONED, or GONE) hands it to the thread that made it,
+//!   which wakes every node (see [`super::waiters`]);
 //! - CALLBACKS says a callback registration began before the promise was done, so the setter
 //!   drains the separate callback stack (see [`super::callbacks`]). It is only ever set while
 //!   DONE is clear (by CAS), and the publish keeps it, so once DONE is set the word says for
