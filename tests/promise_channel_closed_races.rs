@@ -109,6 +109,10 @@ fn every_closed_future_of_a_resolver_is_woken() {
 /// stays WAITING with no handle behind it: "every other waiter holds a handle" is not quite
 /// true, harmlessly). The last handle's CAS takes both remaining nodes and wakes both.
 #[test]
+#[cfg_attr(
+    miri,
+    ignore = "forgets a registered future on purpose: Miri reports the leaked node"
+)]
 fn closed_beside_cancelled_and_forgotten_promise_side_waiters() {
     let (resolver, p) = Promise::<u8, ()>::channel();
     let q = p.clone();
