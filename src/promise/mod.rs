@@ -61,7 +61,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::mem::MaybeUninit;
 use std::ptr::NonNull;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use waiters::Waiter;
 
 /// The shared block all handles of one promise point to: the crate's one allocation per
@@ -605,7 +605,7 @@ impl<T, E> Promise<T, E> {
             return self.pending_error(PromiseError::Timeout);
         }
         // A deadline the clock cannot represent is no deadline.
-        let deadline = timeout.and_then(|t| Instant::now().checked_add(t));
+        let deadline = timeout.and_then(|t| sync::now().checked_add(t));
 
         // Spin briefly, unless a recent spin of this thread found the machine oversubscribed
         // (see `AdaptiveSpin`).

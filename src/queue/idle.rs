@@ -27,7 +27,7 @@ use crate::sync::{self, Mutex};
 use crate::Promise;
 use std::cell::Cell;
 use std::mem;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 sync::thread_locals! {
     /// Raised by `wait_idle`'s marker action on the worker thread that runs it: the worker
@@ -146,7 +146,7 @@ pub(super) fn wait_idle(host: &impl Host, timeout: Duration) -> bool {
     if host.is_idle() {
         return true;
     }
-    let deadline = Instant::now().checked_add(timeout);
+    let deadline = sync::now().checked_add(timeout);
     loop {
         if sync::deadline_passed(deadline) {
             // A poll (or a deadline already passed): answer without queueing a marker.
@@ -155,7 +155,7 @@ pub(super) fn wait_idle(host: &impl Host, timeout: Duration) -> bool {
         let signal = idle_signal(host);
         let remaining = match deadline {
             None => Duration::MAX,
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            Some(deadline) => deadline.saturating_duration_since(sync::now()),
         };
         if signal.result(remaining).is_err() {
             // Timed out, or a spawn failed (the signal's error): answer as things stand.

@@ -36,7 +36,7 @@ use idle::IdleWait;
 use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use worker::{AtomicWorkerState, Shared, WorkerState};
 
 /// A panic handler set with [`Builder::panic_handler`].
@@ -351,10 +351,10 @@ impl ActionQueue {
         if crate::setter::current_queue() == Some(self.shared.id) {
             return false; // our own action: the queue cannot get past us
         }
-        let deadline = Instant::now().checked_add(timeout);
+        let deadline = sync::now().checked_add(timeout);
         let remaining = || match deadline {
             None => Duration::MAX,
-            Some(deadline) => deadline.saturating_duration_since(Instant::now()),
+            Some(deadline) => deadline.saturating_duration_since(sync::now()),
         };
         // The last handle? (Only a handle can make another, and we own this one, so `1`
         // cannot change under us.) ORDERING: Acquire: pairs with other handles' Release

@@ -64,7 +64,7 @@ use crate::Promise;
 use std::any::Any;
 use std::cell::Cell;
 use std::panic::{self, AssertUnwindSafe};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The worker state: the value of `Shared::state`. See the module docs for the diagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -297,7 +297,7 @@ impl Shared {
             } else {
                 this.keep_alive
             };
-            let deadline = Instant::now().checked_add(keep_alive);
+            let deadline = sync::now().checked_add(keep_alive);
             loop {
                 // ORDERING: Acquire pairs with the put's Release swap: its push is visible.
                 if this.state.load(Ordering::Acquire) == WorkerState::Running {

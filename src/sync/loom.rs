@@ -38,6 +38,16 @@ macro_rules! thread_local_one {
 }
 pub(crate) use thread_local_one;
 
+/// A frozen clock: the same instant in every execution, so that a model's path never depends
+/// on how long an execution took in real time (a real clock made a model with a 1 s timeout
+/// take another branch when one execution ran over a second on a loaded machine, which loom
+/// reports as "unexpected exploration state"). Timeouts are explored by the timed parks,
+/// which report a timeout at once.
+pub(crate) fn now() -> std::time::Instant {
+    static FROZEN: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *FROZEN.get_or_init(std::time::Instant::now)
+}
+
 /// Under loom a timed park yields once and reports a timeout (loom has no clock), so the
 /// models explore the timeout path of every timed wait; an untimed park parks for real.
 pub(crate) fn park_until(deadline: Option<std::time::Instant>) -> bool {

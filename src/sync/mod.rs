@@ -69,12 +69,13 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Whether `deadline` has passed (by the real clock, also under loom: there, the timed park
-/// itself reports the timeout).
+/// Whether `deadline` (computed from [`now`]) has passed. Under loom the clock is frozen, so
+/// only a zero timeout has passed, in every execution alike (the timed park itself reports
+/// the timeout there).
 pub(crate) fn deadline_passed(deadline: Option<std::time::Instant>) -> bool {
     match deadline {
         None => false,
-        Some(d) => std::time::Instant::now() >= d,
+        Some(d) => now() >= d,
     }
 }
 

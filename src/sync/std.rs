@@ -60,6 +60,12 @@ macro_rules! thread_local_one {
 }
 pub(crate) use thread_local_one;
 
+/// The clock that deadlines are computed from and checked against.
+#[inline]
+pub(crate) fn now() -> std::time::Instant {
+    std::time::Instant::now()
+}
+
 /// Parks the calling thread until it is unparked, or until `deadline` if there is one.
 /// Returns `true` when the deadline has passed. Like `std::thread::park`, it may return
 /// spuriously: callers re-check their condition.
