@@ -239,11 +239,18 @@ fn an_owned_future_of_a_submitted_action_is_not_abandoned() {
     let p = queue.submit(|| 5u8);
     assert_eq!(p.result(LONG), Ok(&5));
     assert_eq!(block_on(p.into_future()), Ok(5));
-    let slow = queue.submit(|| {
-        thread::sleep(Duration::from_millis(20));
+    // The action waits for a gate the test opens only once the owned future is registered.
+    let (open, gate) = std::sync::mpsc::channel::<()>();
+    let slow = queue.submit(move || {
+        gate.recv().unwrap();
         6u8
     });
-    assert_eq!(block_on(slow.into_future()), Ok(6));
+    let (waker, wakes) = counting_waker();
+    let mut fut = Box::pin(slow.into_future());
+    assert!(poll_once(fut.as_mut(), &waker).is_pending());
+    open.send(()).unwrap();
+    assert_eq!(block_on(fut), Ok(6));
+    assert!(wakes.count.load(Ordering::SeqCst) <= 1);
 }
 
 /// A never-cloned promise set through a reference (scoped thread) before it is moved into
