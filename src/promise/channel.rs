@@ -438,7 +438,28 @@ pub(super) fn release_promise(handles: &Handles, state: &AtomicUsize) -> bool {
     false
 }
 
-/// The future of [`Resolver::closed`].
+/// The future of [`Resolver::closed`]: resolves once every [`Promise`] handle of the
+/// channel is gone (see there). A named type, so a producer can keep it beside its work.
+///
+/// ```
+/// use orderslip::{Closed, Promise, Resolver};
+///
+/// /// Works on `job` unless the consumer goes away first.
+/// async fn produce(resolver: Resolver<u64, ()>, job: impl std::future::Future<Output = u64>) {
+///     let closed: Closed<'_, u64, ()> = resolver.closed();
+///     tokio::select! {
+///         _ = closed => {} // nobody waits any more: drop the work
+///         value = job => { let _ = resolver.set_result(value); }
+///     }
+/// }
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() {
+///     let (resolver, reply) = Promise::channel();
+///     drop(reply); // the consumer gave up
+///     produce(resolver, std::future::pending()).await; // returns: the channel is closed
+/// }
+/// ```
 #[must_use = "futures do nothing unless polled"]
 pub struct Closed<'a, T, E> {
     resolver: &'a Resolver<T, E>,
