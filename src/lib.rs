@@ -228,4 +228,6 @@ mod sync;
 
 pub use error::{ActionPanicked, PromiseDoneError, PromiseError};
 pub use promise::{Closed, Promise, PromiseFuture, Resolver, WaitAsync};
-pub use queue::{ActionQueue, Builder};
+#[cfg(feature = "tokio")]
+pub use queue::TokioBlocking;
+pub use queue::{ActionQueue, Builder, Executor, PoolBuilder, Task, WorkerPool};

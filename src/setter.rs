@@ -141,6 +141,21 @@ pub(crate) fn enter_queue(id: usize) {
     CURRENT_QUEUE.with(|current| current.set(id));
 }
 
+/// Runs `f` (a batch of queue `id`'s actions on a borrowed thread: a pool's, or a foreign
+/// executor's) as that queue's worker, and restores what the thread was before on the way
+/// out, also when unwinding (a foreign executor may run one batch inside another's action).
+pub(crate) fn as_queue<R>(id: usize, f: impl FnOnce() -> R) -> R {
+    struct Restore(usize);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // `try_with`: never fails while the thread runs code; be lenient at its end.
+            let _ = CURRENT_QUEUE.try_with(|current| current.set(self.0));
+        }
+    }
+    let _restore = Restore(CURRENT_QUEUE.with(|current| current.replace(id)));
+    f()
+}
+
 /// Called by a worker thread on its way out (also while it unwinds): this thread is no
 /// queue's worker any more. `try_with`: the thread is ending; its thread-locals may be going
 /// too.

@@ -41,6 +41,12 @@ pub(super) fn take_marker_ran() -> bool {
     MARKER_RAN.with(|ran| ran.replace(false))
 }
 
+/// Raises the flag again: a batch nested in another batch's action hands the outer batch's
+/// flag back (see `batch`).
+pub(super) fn set_marker_ran() {
+    MARKER_RAN.with(|ran| ran.set(true));
+}
+
 /// [`take_marker_ran`] for a worker thread that unwinds: `try_with`, because the thread is
 /// ending and its thread-locals may be going too (then no marker counts as run).
 pub(super) fn take_marker_ran_on_exit() -> bool {

@@ -21,8 +21,17 @@
 //! [`crate::panics`].
 
 mod action;
+mod batch;
+mod executor;
 mod idle;
+mod pool;
 mod worker;
+
+pub use batch::Task;
+pub use executor::Executor;
+#[cfg(feature = "tokio")]
+pub use executor::TokioBlocking;
+pub use pool::{PoolBuilder, WorkerPool};
 
 use crate::error::ActionPanicked;
 use crate::panics;
@@ -37,7 +46,7 @@ use std::any::Any;
 use std::fmt;
 use std::panic::{self, AssertUnwindSafe};
 use std::time::Duration;
-use worker::{AtomicWorkerState, Shared, WorkerState};
+use worker::{AtomicWorkerState, Runner, Shared, WorkerState};
 
 /// A panic handler set with [`Builder::panic_handler`].
 type PanicHandler = Box<dyn Fn(&(dyn Any + Send)) + Send + Sync>;
@@ -95,6 +104,8 @@ pub struct Builder {
     stack_size: Option<usize>,
     keep_alive: Duration,
     panic_handler: Option<PanicHandler>,
+    /// Borrowed threads to run on (`None`: a thread of the queue's own).
+    runner: Option<Runner>,
 }
 
 impl ActionQueue {
@@ -127,6 +138,7 @@ impl ActionQueue {
             stack_size: None,
             keep_alive: Self::DEFAULT_KEEP_ALIVE,
             panic_handler: None,
+            runner: None,
         }
     }
 
@@ -483,6 +495,49 @@ impl Builder {
         self
     }
 
+    /// Runs the queue's actions on `pool`'s threads instead of a thread of its own: still one
+    /// at a time and in order, in batches that let the pool's other queues take turns (see
+    /// [`WorkerPool`]). Everything else the queue promises holds as for a dedicated queue;
+    /// [`stack_size`](Builder::stack_size) and [`keep_alive`](Builder::keep_alive) are the
+    /// pool's to set and are ignored here, and the queue's name is used in its log messages.
+    ///
+    /// ```
+    /// use orderslip::{ActionQueue, WorkerPool};
+    /// use std::time::Duration;
+    ///
+    /// let pool = WorkerPool::builder().max_threads(2).build();
+    /// let queue = ActionQueue::builder().pool(&pool).name("session-7").build();
+    /// assert_eq!(queue.submit(|| 6 * 7).result(Duration::from_secs(5)), Ok(&42));
+    /// ```
+    pub fn pool(mut self, pool: &WorkerPool) -> Self {
+        self.runner = Some(Runner::Pool(pool.user()));
+        self
+    }
+
+    /// Runs the queue's actions on an application's own thread pool, in batches handed to
+    /// `executor` as [`Task`]s (see [`Executor`]; adapters for rayon and tokio behind the
+    /// features of those names). As with [`pool`](Builder::pool), the actions still run one
+    /// at a time and in order, and the stack size and keep-alive are ignored.
+    ///
+    /// ```
+    /// use orderslip::{ActionQueue, Executor, Task};
+    /// use std::sync::Arc;
+    ///
+    /// struct Spawner;
+    /// impl Executor for Spawner {
+    ///     fn execute(&self, task: Task) {
+    ///         std::thread::spawn(move || task.run());
+    ///     }
+    /// }
+    ///
+    /// let queue = ActionQueue::builder().executor(Arc::new(Spawner)).build();
+    /// assert_eq!(queue.submit(|| "ran").wait(), Ok(&"ran"));
+    /// ```
+    pub fn executor(mut self, executor: Arc<dyn Executor>) -> Self {
+        self.runner = Some(Runner::Executor(executor));
+        self
+    }
+
     /// Builds the queue. No thread starts until the first action arrives.
     #[must_use]
     pub fn build(self) -> ActionQueue {
@@ -491,7 +546,9 @@ impl Builder {
                 actions: SegQueue::new(),
                 state: AtomicWorkerState::new(WorkerState::Idle),
                 closed: AtomicBool::new(false),
-                parker: UnparkerCell::new(),
+                runner: self
+                    .runner
+                    .unwrap_or_else(|| Runner::Thread(UnparkerCell::new())),
                 id: next_queue_id(),
                 name: self.name,
                 stack_size: self.stack_size,
@@ -534,6 +591,15 @@ impl Drop for ActionQueue {
         if self.shared.handles.fetch_sub(1, Ordering::AcqRel) != 1 {
             return; // other handles may still put: the queue stays open
         }
+        if !matches!(self.shared.runner, Runner::Thread(_)) {
+            // The last handle of a queue on borrowed threads: its `Task`, if any, finishes
+            // the queued actions. If actions are queued with no thread to run them (a pool
+            // that could start none, a task an executor dropped), try once more.
+            if !self.shared.actions.is_empty() {
+                Shared::ensure_worker(&self.shared);
+            }
+            return;
+        }
         // The last handle. The worker (which holds its own `Arc`) finishes the queued
         // actions; tell it not to linger afterwards.
         // ORDERING: Release pairs with the worker's Acquire load.
@@ -544,7 +610,7 @@ impl Drop for ActionQueue {
         // ORDERING: Relaxed: ordered by the fence; a stale answer costs one spare unpark.
         match self.shared.state.load(Ordering::Relaxed) {
             // Parked, or about to park: wake it so that it sees `closed` and retires now.
-            WorkerState::Parked => self.shared.parker.unpark(),
+            WorkerState::Parked => self.shared.parker().unpark(),
             // No worker, yet actions are queued: a spawn failed earlier. Try once more so
             // the queued actions run.
             WorkerState::Idle if !self.shared.actions.is_empty() => {
@@ -560,6 +626,11 @@ impl Drop for ActionQueue {
 
 impl fmt::Debug for ActionQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let runs_on = match &self.shared.runner {
+            Runner::Thread(_) => "its own thread",
+            Runner::Pool(_) => "a WorkerPool",
+            Runner::Executor(_) => "an Executor",
+        };
         // ORDERING: Relaxed: a snapshot for display; it orders nothing.
         let state = match self.shared.state.load(Ordering::Relaxed) {
             // No worker thread.
@@ -571,6 +642,7 @@ impl fmt::Debug for ActionQueue {
         };
         f.debug_struct("ActionQueue")
             .field("name", &self.shared.name)
+            .field("runs_on", &runs_on)
             .field("worker", &state)
             .field("keep_alive", &self.shared.keep_alive)
             .finish_non_exhaustive()
@@ -584,6 +656,14 @@ impl fmt::Debug for Builder {
             .field("stack_size", &self.stack_size)
             .field("keep_alive", &self.keep_alive)
             .field("panic_handler", &self.panic_handler.is_some())
+            .field(
+                "runs_on",
+                &match self.runner {
+                    None => "its own thread",
+                    Some(Runner::Pool(_)) => "a WorkerPool",
+                    Some(_) => "an Executor",
+                },
+            )
             .finish()
     }
 }

@@ -52,7 +52,10 @@
 //! panics is handled as a spawn that failed.
 
 use super::action::Action;
+use super::batch;
+use super::executor::Executor;
 use super::idle::{self, IdleWait};
+use super::pool::PoolRef;
 use super::PanicHandler;
 use crate::panics;
 use crate::setter;
@@ -144,8 +147,8 @@ pub(super) struct Shared {
     /// Set when the last `ActionQueue` handle is dropped: the worker drains and retires
     /// without lingering.
     pub(super) closed: AtomicBool,
-    /// The worker incarnation that owns RUNNING/PARKED parks here; producers unpark it.
-    pub(super) parker: UnparkerCell,
+    /// Where the queue's actions run: a thread of its own, or borrowed ones.
+    pub(super) runner: Runner,
     pub(super) id: usize,
     pub(super) name: String,
     pub(super) stack_size: Option<usize>,
@@ -168,12 +171,48 @@ pub(super) struct Shared {
     pub(super) worker_panics: sync::StdAtomicUsize,
 }
 
+/// Where a queue's actions run.
+pub(super) enum Runner {
+    /// On a thread of the queue's own (this module's state machine). The worker incarnation
+    /// that owns RUNNING/PARKED parks on this parker; producers unpark it.
+    Thread(UnparkerCell),
+    /// In batches on a [`WorkerPool`](super::WorkerPool)'s threads ([`super::batch`]).
+    Pool(PoolRef),
+    /// In batches handed to an application's [`Executor`] ([`super::batch`]).
+    Executor(Arc<dyn Executor>),
+}
+
+impl Runner {
+    /// A `put` on a queue that runs on borrowed threads and is scheduled already: retries
+    /// a pool that could not start a thread. Returns `false` if that failed again.
+    #[inline]
+    pub(super) fn retry_stalled(&self) -> bool {
+        match self {
+            Runner::Pool(pool) => pool.retry_stalled(),
+            Runner::Thread(_) | Runner::Executor(_) => true,
+        }
+    }
+}
+
 impl Shared {
+    /// The dedicated worker's parker.
+    pub(super) fn parker(&self) -> &UnparkerCell {
+        match &self.runner {
+            Runner::Thread(parker) => parker,
+            Runner::Pool(_) | Runner::Executor(_) => {
+                unreachable!("only a dedicated queue's worker parks")
+            }
+        }
+    }
+
     /// Makes sure a worker will see the actions pushed before this call: spawns one if there
     /// is none, unparks it if it is parked. Called by `put` after its push, by `wait_idle`
     /// (also without a push of its own, to retry a failed spawn), by the queue's drop after a
     /// failed spawn, and by a dead worker's exit guard.
     pub(super) fn ensure_worker(this: &Arc<Self>) {
+        if !matches!(this.runner, Runner::Thread(_)) {
+            return batch::ensure_scheduled(this);
+        }
         // ORDERING: AcqRel: Release carries our push to the worker's swap(PARKED) or its
         // retiring CAS (whichever reads this write or a later one); Acquire orders our
         // unpark or spawn after the worker's announcement. See the module docs.
@@ -182,7 +221,7 @@ impl Shared {
             WorkerState::Running => {}
             // The worker is parked, or about to park: wake it (a spare token if it re-checks
             // the queue first only makes a later park return early).
-            WorkerState::Parked => this.parker.unpark(),
+            WorkerState::Parked => this.parker().unpark(),
             // No worker: we won the state from IDLE, so we start the only one.
             WorkerState::Idle => Shared::spawn_worker(this),
         }
@@ -309,7 +348,7 @@ impl Shared {
                 // before its retiring CAS or its exit guard's swap(IDLE) (which that producer
                 // read). We stop parking before our own retiring CAS below, and our exit guard
                 // runs only after this loop.
-                let timed_out = keep_alive.is_zero() || unsafe { this.parker.park(deadline) };
+                let timed_out = keep_alive.is_zero() || unsafe { this.parker().park(deadline) };
                 // ORDERING: Relaxed: only shortens the linger; the retiring CAS decides.
                 if timed_out || this.closed.load(Ordering::Relaxed) {
                     // Retire, unless a `put` wrote RUNNING since our announcement.
@@ -332,7 +371,7 @@ impl Shared {
     }
 
     /// Runs one action, catching and reporting its panic so the worker goes on.
-    fn run(&self, action: Action) {
+    pub(super) fn run(&self, action: Action) {
         if let Err(payload) = panic::catch_unwind(AssertUnwindSafe(|| action.run())) {
             self.report_panic(&*payload);
             // `drop_payload` contains a panic of the payload's `Drop`, but then logs it, and
@@ -425,6 +464,11 @@ impl idle::Host for Arc<Shared> {
     }
 
     fn retry_stalled_spawn(&self) {
+        if !matches!(self.runner, Runner::Thread(_)) {
+            // Scheduled (or being scheduled by a `put` between its push and its swap) unless
+            // a spawn failed: `ensure_scheduled` handles both.
+            return batch::ensure_scheduled(self);
+        }
         // ORDERING: Acquire: a failing spawner writes IDLE before it takes the signal under
         // the lock; if that lock came before ours, we read its IDLE (or a later write).
         if self.state.load(Ordering::Acquire) == WorkerState::Idle && !self.actions.is_empty() {
@@ -482,7 +526,7 @@ impl Drop for Shared {
 /// Test hook: called by the worker after each action, outside its `catch_unwind`: panics if a
 /// test asked this queue's worker to.
 #[cfg(test)]
-fn worker_fault(shared: &Shared) {
+pub(super) fn worker_fault(shared: &Shared) {
     // ORDERING: Relaxed: only the worker reads and writes the counter after the test set
     // it, and the test set it before the `put` whose push the worker's pop acquired.
     let left = shared.worker_panics.load(Ordering::Relaxed);
