@@ -695,3 +695,125 @@ impl Drop for ThreadExit {
         ));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::WorkerPool;
+    use crate::sync::spawn_faults;
+    use crate::ActionQueue;
+    use std::panic::{self, AssertUnwindSafe};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    const DEADLINE: Duration = Duration::from_secs(30);
+
+    /// A pool whose first thread cannot be spawned keeps the work queued; `wait_idle`
+    /// without a limit says `false` at once (its own retry fails too) instead of hanging,
+    /// and the next `put` on the same queue (which is still scheduled) retries and runs
+    /// everything in order.
+    #[test]
+    fn a_failed_pool_spawn_keeps_the_work_and_the_next_put_on_the_queue_retries() {
+        let pool = WorkerPool::builder().max_threads(1).build();
+        let queue = ActionQueue::builder().pool(&pool).build();
+        let (tx, rx) = mpsc::channel();
+        let first = tx.clone();
+        spawn_faults::fail_next(2);
+        queue.put(move || first.send(1).unwrap());
+        assert_eq!(pool.threads(), 0, "no thread after a failed spawn");
+        assert!(
+            queue.is_running(),
+            "the queue stays scheduled, its work queued"
+        );
+        assert!(
+            !queue.wait_idle(Duration::MAX),
+            "told at once that the work cannot run"
+        );
+        assert!(rx.try_recv().is_err(), "nothing ran");
+        queue.put(move || tx.send(2).unwrap());
+        assert_eq!(rx.recv_timeout(DEADLINE), Ok(1));
+        assert_eq!(rx.recv_timeout(DEADLINE), Ok(2));
+        assert!(queue.wait_idle(DEADLINE));
+        assert_eq!(pool.peak_threads(), 1);
+    }
+
+    /// A spawn that panics is a spawn that failed; a `put` on another queue of the pool
+    /// retries it too (the pool is stalled, not the queue).
+    #[test]
+    fn a_pool_spawn_that_panics_fails_and_another_queues_put_retries() {
+        let pool = WorkerPool::builder().max_threads(2).build();
+        let a = ActionQueue::builder().pool(&pool).build();
+        let b = ActionQueue::builder().pool(&pool).build();
+        let (tx, rx) = mpsc::channel();
+        let first = tx.clone();
+        spawn_faults::panic_next(1);
+        let put = panic::catch_unwind(AssertUnwindSafe(|| a.put(move || first.send("a").unwrap())));
+        assert!(put.is_ok(), "put did not panic");
+        assert!(rx.try_recv().is_err(), "nothing ran");
+        b.put(move || tx.send("b").unwrap());
+        let mut got = [
+            rx.recv_timeout(DEADLINE).unwrap(),
+            rx.recv_timeout(DEADLINE).unwrap(),
+        ];
+        got.sort_unstable();
+        assert_eq!(got, ["a", "b"]);
+    }
+
+    /// With one pool thread alive, a failed spawn of a second is not a stall: the running
+    /// thread takes the work.
+    #[test]
+    fn a_failed_spawn_beside_a_live_thread_leaves_the_work_to_that_thread() {
+        let pool = WorkerPool::builder()
+            .max_threads(2)
+            .keep_alive(Duration::from_secs(600))
+            .build();
+        let a = ActionQueue::builder().pool(&pool).build();
+        let (release, gate) = mpsc::channel::<()>();
+        let (started_tx, started) = mpsc::channel();
+        a.put(move || {
+            started_tx.send(()).unwrap();
+            gate.recv().unwrap();
+        });
+        started.recv_timeout(DEADLINE).unwrap(); // thread 0 runs `a`, blocked
+        let b = ActionQueue::builder().pool(&pool).build();
+        spawn_faults::fail_next(1);
+        let done = b.submit(|| "b ran");
+        assert_eq!(pool.threads(), 1, "the second thread could not start");
+        release.send(()).unwrap();
+        assert_eq!(
+            done.result(DEADLINE),
+            Ok(&"b ran"),
+            "thread 0 ran it after `a`"
+        );
+    }
+
+    /// A pool thread that dies outside an action (a test's injected fault, after the first
+    /// action of a batch) hands the queue back and reschedules it (the batch's exit guard),
+    /// gives its slot back (the thread's exit guard), and a new thread runs the rest in order.
+    #[test]
+    fn a_pool_thread_that_dies_outside_an_action_loses_nothing() {
+        let pool = WorkerPool::builder().max_threads(1).build();
+        let queue = ActionQueue::builder().pool(&pool).build();
+        // ORDERING: Relaxed: the `put`s below publish it to the pool thread.
+        queue
+            .shared
+            .worker_panics
+            .store(1, std::sync::atomic::Ordering::Relaxed);
+        let (release, gate) = mpsc::channel::<()>();
+        let (tx, rx) = mpsc::channel();
+        let t = tx.clone();
+        queue.put(move || {
+            gate.recv().unwrap();
+            t.send(std::thread::current().id()).unwrap();
+        });
+        queue.put(move || tx.send(std::thread::current().id()).unwrap());
+        release.send(()).unwrap();
+        let first = rx.recv_timeout(DEADLINE).expect("the first action ran");
+        let second = rx.recv_timeout(DEADLINE).expect("the one behind it ran");
+        assert_ne!(first, second, "a new pool thread took over");
+        assert!(queue.wait_idle(DEADLINE));
+        assert!(
+            pool.peak_threads() <= 1,
+            "never more than max_threads alive"
+        );
+    }
+}
