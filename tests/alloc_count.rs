@@ -18,9 +18,9 @@
 //! | a channel: `clone`/drop of a clone, the resolver's set, reads, abandoning drop | 0 |
 //! | a blocking wait on a channel that parks     | at most 1 (its waiter node; exactly 1 when it parks until a timeout) |
 //! | an owned future (`IntoFuture`) that registers | at most 1 (its node; exactly 1 here), 0 on a re-poll |
-//! | `ActionQueue::put` of a closure of at most three words, worker running | only 1 per 31 puts (a `SegQueue` block): the closure is kept in the slot |
-//! | `ActionQueue::put` of a larger closure      | 1 (the box) + 1 per 31 puts            |
-//! | `ActionQueue::put` of a zero-sized closure  | only the `SegQueue` blocks: 1 per 31 puts |
+//! | `ActionQueue::put` of a closure of at most three words, worker running | only 1 per 15 puts (a block of the queue's FIFO): the closure is kept in the slot |
+//! | `ActionQueue::put` of a larger closure      | 1 (the box) + 1 per 15 puts            |
+//! | `ActionQueue::put` of a zero-sized closure  | only the FIFO's blocks: 1 per 15 puts |
 //! | `ActionQueue::submit` of a small closure    | 1 (the promise) + the blocks           |
 #![cfg(not(loom))]
 
@@ -333,8 +333,10 @@ fn an_owned_future_that_registers_allocates_at_most_one_node() {
     assert_eq!((a, f), (0, 1), "the resolver frees the block");
 }
 
-/// How many puts the allocation tests make (several SegQueue blocks of 31 slots).
-const PUTS: u64 = 31 * 40;
+/// Slots per block of the queue's FIFO (`src/sync/fifo.rs`).
+const BLOCK: u64 = 15;
+/// How many puts the allocation tests make (many FIFO blocks).
+const PUTS: u64 = BLOCK * 80;
 
 /// A queue whose worker is up and stays up (long keep-alive), so that no measured `put`
 /// spawns a thread.
@@ -365,12 +367,12 @@ fn put_of_a_small_closure_allocates_only_blocks() {
     assert!(queue.wait_idle(Duration::from_secs(30)));
     assert_eq!(ran.load(std::sync::atomic::Ordering::Relaxed), PUTS);
     assert!(queue.is_running(), "the worker stayed up: no put spawned");
-    // Only the SegQueue's blocks: the pusher allocates a block of 31 slots whenever it
+    // Only the FIFO's blocks: the pusher allocates a block of 15 slots whenever it
     // fills one (the first may or may not be there already).
     assert!(
-        (PUTS / 31 - 1..=PUTS / 31 + 1).contains(&a),
+        (PUTS / BLOCK - 1..=PUTS / BLOCK + 1).contains(&a),
         "{a} allocations for {PUTS} puts (expected about {})",
-        PUTS / 31
+        PUTS / BLOCK
     );
 }
 
@@ -394,9 +396,9 @@ fn put_of_a_large_closure_allocates_a_box_plus_blocks() {
     let blocks = a - PUTS;
     assert!(a >= PUTS, "{a} allocations for {PUTS} puts");
     assert!(
-        (PUTS / 31 - 1..=PUTS / 31 + 1).contains(&blocks),
+        (PUTS / BLOCK - 1..=PUTS / BLOCK + 1).contains(&blocks),
         "{blocks} block allocations for {PUTS} puts (expected about {})",
-        PUTS / 31
+        PUTS / BLOCK
     );
 }
 
@@ -412,9 +414,9 @@ fn put_of_a_zero_sized_closure_allocates_only_blocks() {
     assert!(queue.wait_idle(Duration::from_secs(30)));
     assert!(queue.is_running(), "the worker stayed up: no put spawned");
     assert!(
-        (PUTS / 31 - 1..=PUTS / 31 + 1).contains(&a),
+        (PUTS / BLOCK - 1..=PUTS / BLOCK + 1).contains(&a),
         "{a} allocations for {PUTS} zero-sized puts (expected about {})",
-        PUTS / 31
+        PUTS / BLOCK
     );
 }
 
@@ -437,7 +439,7 @@ fn submit_allocates_the_promise_plus_blocks() {
     let blocks = a - PUTS;
     assert!(a >= PUTS, "{a} allocations for {PUTS} submits");
     assert!(
-        (PUTS / 31 - 1..=PUTS / 31 + 1).contains(&blocks),
+        (PUTS / BLOCK - 1..=PUTS / BLOCK + 1).contains(&blocks),
         "{blocks} block allocations for {PUTS} submits"
     );
 }

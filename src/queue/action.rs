@@ -2,7 +2,7 @@
 //!
 //! A closure of up to three words (with at most a word's alignment), the common case of a
 //! closure that captures a few handles, is stored in the `Action` itself, so `put` copies it
-//! into the queue's slot and allocates nothing (the queue allocates one block per 31 slots).
+//! into the queue's slot and allocates nothing (the queue's FIFO allocates one block per 15 slots).
 //! A larger closure is boxed and the box's pointer stored instead. Each `Action` carries one
 //! function, monomorphised for its closure type, that either runs or drops the closure; it
 //! is called exactly once, by `run` or by `Drop`.

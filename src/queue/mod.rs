@@ -3,7 +3,7 @@
 //!
 //! # How it works
 //!
-//! Actions go into a lock-free FIFO (`crossbeam_queue::SegQueue`), each stored as an
+//! Actions go into a lock-free FIFO (`sync::Fifo`: many producers, one consumer), each stored as an
 //! [`Action`](action::Action), and one atomic byte says whether a worker exists and whether it
 //! is parked. Each mechanism has its own module, which draws its state machine and argues why
 //! nothing is lost:
@@ -36,9 +36,7 @@ pub use pool::{PoolBuilder, WorkerPool};
 use crate::error::ActionPanicked;
 use crate::panics;
 use crate::setter::{next_queue_id, Setter};
-use crate::sync::{
-    self, fence, Arc, AtomicBool, AtomicUsize, Mutex, Ordering, SegQueue, UnparkerCell,
-};
+use crate::sync::{self, fence, Arc, AtomicBool, AtomicUsize, Fifo, Mutex, Ordering, UnparkerCell};
 use crate::Promise;
 use action::Action;
 use idle::IdleWait;
@@ -543,7 +541,7 @@ impl Builder {
     pub fn build(self) -> ActionQueue {
         ActionQueue {
             shared: Arc::new(Shared {
-                actions: SegQueue::new(),
+                actions: Fifo::new(),
                 state: AtomicWorkerState::new(WorkerState::Idle),
                 closed: AtomicBool::new(false),
                 runner: self

@@ -1,7 +1,7 @@
 //! The worker: the IDLE/RUNNING/PARKED state machine that keeps exactly one worker thread
 //! alive while there is work, and what the queue and its workers share ([`Shared`]).
 //!
-//! Actions go into a lock-free FIFO (`crossbeam_queue::SegQueue`). One atomic byte, `state`
+//! Actions go into a lock-free FIFO ([`Fifo`], many producers and one consumer: the worker). One atomic byte, `state`
 //! (an [`AtomicWorkerState`] holding a [`WorkerState`]), says whether a worker exists and
 //! whether it is parked:
 //!
@@ -60,7 +60,7 @@ use super::PanicHandler;
 use crate::panics;
 use crate::setter;
 use crate::sync::{
-    self, fence, thread, Arc, AtomicBool, AtomicU8, AtomicUsize, Mutex, Ordering, SegQueue, Spin,
+    self, fence, thread, Arc, AtomicBool, AtomicU8, AtomicUsize, Fifo, Mutex, Ordering, Spin,
     UnparkerCell,
 };
 use crate::Promise;
@@ -141,7 +141,7 @@ impl AtomicWorkerState {
 
 /// What the queue and its workers share.
 pub(super) struct Shared {
-    pub(super) actions: SegQueue<Action>,
+    pub(super) actions: Fifo<Action>,
     /// IDLE, RUNNING or PARKED; see the module docs.
     pub(super) state: AtomicWorkerState,
     /// Set when the last `ActionQueue` handle is dropped: the worker drains and retires
@@ -284,13 +284,15 @@ impl Shared {
             // `wait_idle`, not even for a moment.
             if !this.actions.is_empty() {
                 // ORDERING: Relaxed: the pops below advance the queue's head with release
-                // writes (SegQueue: a SeqCst CAS, or a Release store when it moves to the next
-                // block; the loom stand-in: a mutex), sequenced after this store, and
+                // writes (the FIFO: a SeqCst store of its head; the loom stand-in: a mutex),
+                // sequenced after this store, and
                 // `is_empty` reads the head with SeqCst. So an idle check whose `is_empty`
                 // sees the queue emptied by one of them reads `true` here (or the `false`
                 // written after the drain).
                 this.busy.store(true, Ordering::Relaxed);
-                while let Some(action) = this.actions.pop() {
+                // SAFETY: this worker incarnation owns RUNNING/PARKED, so it is the queue's
+                // only consumer (see the module docs).
+                while let Some(action) = unsafe { this.actions.pop() } {
                     this.run(action);
                     #[cfg(test)]
                     worker_fault(this);
@@ -495,7 +497,8 @@ impl Drop for Shared {
                 }
             }
         };
-        while let Some(action) = self.actions.pop() {
+        // SAFETY: `&mut self`: no worker or batch is left, so we are the only consumer.
+        while let Some(action) = unsafe { self.actions.pop() } {
             keep(panic::catch_unwind(AssertUnwindSafe(move || drop(action))));
         }
         let handler = self.panic_handler.take();

@@ -112,8 +112,9 @@ impl AdaptiveSpin {
     pub(crate) fn missed(&self) {}
 }
 
-/// The action queue's FIFO: a loom-visible `Mutex<VecDeque>` with `SegQueue`'s interface
-/// (loom cannot see the plain atomics inside `crossbeam_queue::SegQueue`).
+/// The pool's run queue (and, wrapped in [`Fifo`], the action queue's FIFO): a loom-visible
+/// `Mutex<VecDeque>` with `SegQueue`'s interface (loom cannot see the plain atomics inside
+/// `crossbeam_queue::SegQueue`, nor those of our `Fifo`).
 ///
 /// Each push, pop and `is_empty` is one loom scheduling point (loom 0.7 branches on an
 /// uncontended `lock`, not on the unlock, and no thread can be preempted while holding the
@@ -145,6 +146,36 @@ impl<T> SegQueue<T> {
 
     pub(crate) fn len(&self) -> usize {
         self.0.lock().unwrap().len()
+    }
+}
+
+/// The action queue's FIFO under loom: the [`SegQueue`] stand-in, with the std `Fifo`'s
+/// interface (its `pop` is `unsafe`: one consumer at a time, which the stand-in does not
+/// need but the callers promise all the same).
+pub(crate) struct Fifo<T>(SegQueue<T>);
+
+impl<T> Fifo<T> {
+    pub(crate) fn new() -> Self {
+        Fifo(SegQueue::new())
+    }
+
+    pub(crate) fn push(&self, value: T) {
+        self.0.push(value);
+    }
+
+    /// # Safety
+    ///
+    /// One consumer at a time, as for the std `Fifo`.
+    pub(crate) unsafe fn pop(&self) -> Option<T> {
+        self.0.pop()
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
     }
 }
 

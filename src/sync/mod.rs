@@ -9,8 +9,9 @@
 //!   that its deadline passed. Every timed wait therefore explores its timeout path, while the
 //!   untimed paths park for real.
 //! - spinning ([`Spin`], [`AdaptiveSpin`]) is skipped: a spin loop adds nothing to what loom explores but states.
-//! - `crossbeam_queue::SegQueue` and `atomic_waker::AtomicWaker` use plain atomics that loom
-//!   cannot see, so loom-visible stand-ins replace them (a loom `Mutex<VecDeque>` and
+//! - `crossbeam_queue::SegQueue` (the pool's run queue), the action queue's own [`Fifo`]
+//!   (`fifo.rs`) and `atomic_waker::AtomicWaker` use plain atomics that loom cannot see, so
+//!   loom-visible stand-ins replace them (a loom `Mutex<VecDeque>` for both queues, and
 //!   `loom::future::AtomicWaker`); `crossbeam_utils::sync::Parker` likewise becomes a loom
 //!   `Mutex<bool>` + `Condvar`.
 //! - thread-locals ([`thread_locals!`](thread_locals)) are loom's, which belong to loom's
@@ -37,6 +38,9 @@ mod backend;
 mod backend;
 
 pub(crate) use backend::*;
+
+#[cfg(not(loom))]
+mod fifo;
 
 /// Declares thread-locals through the backend: std's `thread_local!`, or loom's, whose
 /// thread-locals belong to loom's threads. Write each initialiser as `const { … }`.

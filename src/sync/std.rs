@@ -237,8 +237,11 @@ fn calm() {
     let _ = SPIN_HISTORY.try_with(|history| history.set((0, 0)));
 }
 
-/// The action queue's FIFO: `crossbeam_queue::SegQueue` (lock-free, unbounded).
+/// The pool's run queue: `crossbeam_queue::SegQueue` (lock-free, unbounded).
 pub(crate) use crossbeam_queue::SegQueue;
+
+/// The action queue's FIFO: many producers, one consumer (see [`super::fifo`]).
+pub(crate) use super::fifo::Fifo;
 
 /// A parking spot that outlives any one thread: the action queue's worker incarnations park
 /// on it in turn, and producers unpark whichever is there, without knowing its `Thread`.
