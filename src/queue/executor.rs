@@ -16,7 +16,7 @@ use super::batch::Task;
 ///
 /// The adapters (each behind the cargo feature of its name, off by default):
 /// `Arc<rayon::ThreadPool>` runs tasks with `ThreadPool::spawn`, and
-/// [`TokioBlocking`] (holding a `tokio::runtime::Handle`) with `spawn_blocking`.
+/// `TokioBlocking` (holding a `tokio::runtime::Handle`) with `spawn_blocking`.
 ///
 /// ```
 /// use orderslip::{ActionQueue, Executor, Task};
