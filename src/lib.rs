@@ -26,6 +26,11 @@
 //! - You have **work that must run in order, off the caller's thread**, and do not want a
 //!   thread sitting there when there is none: an [`ActionQueue`].
 //! - You have such work **and someone waits for its result**: [`ActionQueue::submit`].
+//! - You have **many such queues** (one per connection, session or actor), more than you
+//!   want threads: build them on one [`WorkerPool`] ([`Builder::pool`]). Each queue stays
+//!   strictly serial; the pool runs them on at most `max_threads` threads, a batch at a time.
+//!   To use a thread pool you already have instead, implement [`Executor`] (adapters for
+//!   rayon and tokio's blocking pool behind the `rayon` and `tokio` features).
 //!
 //! They are not meant for a stream of values (use a channel), for running work in parallel
 //! (an `ActionQueue` runs one action at a time: use a thread pool), or for a value computed
@@ -156,6 +161,34 @@
 //! thread start; then it exits, and the next `put` starts a new one. Dropping the queue lets
 //! the actions already queued run to completion.
 //!
+//! # Many queues on a few threads
+//!
+//! ```
+//! use orderslip::{ActionQueue, WorkerPool};
+//! use std::sync::atomic::{AtomicUsize, Ordering};
+//! use std::sync::Arc;
+//! use std::time::Duration;
+//!
+//! let pool = WorkerPool::builder().max_threads(2).name("conn").build();
+//! let handled = Arc::new(AtomicUsize::new(0));
+//! // One ordered queue per connection: a thousand queues, at most two threads.
+//! let connections: Vec<ActionQueue> =
+//!     (0..1000).map(|_| ActionQueue::builder().pool(&pool).build()).collect();
+//! for connection in &connections {
+//!     let handled = handled.clone();
+//!     connection.put(move || { handled.fetch_add(1, Ordering::Relaxed); });
+//! }
+//! for connection in connections {
+//!     assert!(connection.join(Duration::from_secs(5))); // its work has run
+//! }
+//! assert_eq!(handled.load(Ordering::Relaxed), 1000);
+//! assert!(pool.peak_threads() <= 2);
+//! ```
+//!
+//! A queue runs at most a batch (128 actions or about a millisecond) before its thread moves
+//! on to the next queue with work, so one busy queue cannot starve the others. An action that
+//! blocks holds its pool thread: see [`WorkerPool`] for the rule that keeps that safe.
+//!
 //! # Mistakes reported at once
 //!
 //! ```
@@ -213,9 +246,11 @@
 //!   served, with client threads, a transport thread and an `ActionQueue` resolving promises;
 //!   it prints throughput, latency and the count of each outcome.
 //! - `cargo run --example async_interop`: promises and tokio.
+//! - `cargo run --release --example connections`: ten thousand connections, each with its
+//!   own ordered queue, on one [`WorkerPool`].
 //!
 //! Every atomic protocol is model-checked with [loom](https://docs.rs/loom):
-//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_promise --test loom_channel --test loom_queue`.
+//! `RUSTFLAGS="--cfg loom" cargo test --release --test loom_promise --test loom_channel --test loom_queue --test loom_pool`.
 
 // Lints are set once, in Cargo.toml's `[lints]`.
 

@@ -95,8 +95,8 @@ fn the_readme_examples_are_the_crate_docs_examples() {
     assert!(current.is_none(), "an unclosed ```rust block in README.md");
     assert_eq!(
         blocks.len(),
-        6,
-        "README.md should have its six Rust examples"
+        7,
+        "README.md should have its seven Rust examples"
     );
     for block in blocks {
         assert!(
