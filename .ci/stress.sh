@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Stress tests (tests/stress.rs) in release, at a bounded size that fits in ~3 minutes on a
-# shared 2-core machine: 10 rounds of 10^6 promises and 10 rounds of 10^6 actions (full
+# shared 2-core machine: 10 rounds of 10^6 promises, 10 rounds of 10^6 actions and 10 rounds
+# of 10^6 actions on 1,000 queues of a 2-thread pool (full
 # scale, under a second a round), one round of 10^6 timed-out waits (10-40 s: each
 # timed-out wait spins and yields before it parks, which is slow on a loaded machine), and
 # 10 rounds of each channel test (10^6 channels resolved or abandoned under two waiters;
@@ -40,6 +41,7 @@ run() {
 
 run "$scale" "$rounds" a_million_promises_created_set_awaited_and_dropped_across_threads
 run "$scale" "$rounds" a_million_actions_through_a_keep_alive_zero_queue_from_four_producers
+run "$scale" "$rounds" a_million_actions_on_a_thousand_pool_queues_from_four_producers
 run "$wait_scale" 1 a_million_timed_out_waits_on_one_pending_promise_leave_nothing_behind
 run "$scale" "$rounds" a_million_channels_resolved_or_abandoned_while_clones_wait_across_threads
 run "$scale" "$rounds" channels_with_four_waiting_threads_each_are_all_woken_by_one_set_or_drop

@@ -1220,6 +1220,118 @@ fn action_flood(total: usize, report: &mut String) {
     );
 }
 
+/// A million actions (at scale 1) from four producers onto a thousand queues on one
+/// two-thread pool with keep-alive zero (so pool threads retire and restart whenever the
+/// pool runs dry): every action runs exactly once (the ledger), each producer's actions run
+/// in order on each queue, no two actions of one queue ever overlap, and the pool never has
+/// more than two threads.
+#[test]
+#[ignore = "stress: run by .ci/stress.sh"]
+fn a_million_actions_on_a_thousand_pool_queues_from_four_producers() {
+    with_balance("pool", |warm_up, report| {
+        let total = if warm_up {
+            4_096
+        } else {
+            scaled(1_000_000, 8_192)
+        };
+        pool_flood(total, report)
+    });
+}
+
+fn pool_flood(total: usize, report: &mut String) {
+    const PRODUCERS: usize = 4;
+    const QUEUES: usize = 1_000;
+    const THREADS: usize = 2;
+    let per_producer = total / PRODUCERS;
+    let total = per_producer * PRODUCERS;
+    let ledger = Ledger::new(total);
+    let pool = orderslip::WorkerPool::builder()
+        .max_threads(THREADS)
+        .keep_alive(Duration::ZERO)
+        .build();
+    let queues: Arc<Vec<ActionQueue>> = Arc::new(
+        (0..QUEUES)
+            .map(|_| ActionQueue::builder().pool(&pool).build())
+            .collect(),
+    );
+    // next[q * PRODUCERS + p]: how many of producer p's actions ran on queue q.
+    let next: Arc<Vec<AtomicUsize>> = Arc::new(
+        (0..QUEUES * PRODUCERS)
+            .map(|_| AtomicUsize::new(0))
+            .collect(),
+    );
+    let busy: Arc<Vec<AtomicU8>> = Arc::new((0..QUEUES).map(|_| AtomicU8::new(0)).collect());
+    let bad = Arc::new(AtomicUsize::new(0));
+    let incarnations = Arc::new(AtomicUsize::new(0));
+    let start = Arc::new(Barrier::new(PRODUCERS));
+    let producers: Vec<_> = (0..PRODUCERS)
+        .map(|p| {
+            let (queues, next, busy, bad, ledger, start, incarnations) = (
+                queues.clone(),
+                next.clone(),
+                busy.clone(),
+                bad.clone(),
+                ledger.clone(),
+                start.clone(),
+                incarnations.clone(),
+            );
+            spawn(move || {
+                start.wait();
+                for i in 0..per_producer {
+                    let q = (i + p * 7) % QUEUES;
+                    let nth = i / QUEUES; // this producer's nth action on queue q
+                    let token = Val {
+                        id: p * per_producer + i,
+                        ledger: ledger.clone(),
+                    };
+                    let (next, busy, bad) = (next.clone(), busy.clone(), bad.clone());
+                    let incarnations = incarnations.clone();
+                    queues[q].put(move || {
+                        let _token = token;
+                        count_worker_thread(&incarnations);
+                        if busy[q].swap(1, Ordering::Relaxed) != 0 {
+                            bad.fetch_add(1, Ordering::Relaxed); // two at once on one queue
+                        }
+                        let slot = &next[q * PRODUCERS + p];
+                        if slot.load(Ordering::Relaxed) != nth {
+                            bad.fetch_add(1, Ordering::Relaxed); // out of order, or repeated
+                        }
+                        slot.store(nth + 1, Ordering::Relaxed);
+                        busy[q].store(0, Ordering::Relaxed);
+                    });
+                }
+            })
+        })
+        .collect();
+    for p in producers {
+        p.join().unwrap();
+    }
+    let queues = Arc::into_inner(queues).expect("the producers are done");
+    for queue in queues {
+        assert!(queue.join(DEADLINE), "every queue drained");
+    }
+    assert_eq!(
+        bad.load(Ordering::SeqCst),
+        0,
+        "out of order, repeated or overlapping"
+    );
+    let ran: usize = next.iter().map(|n| n.load(Ordering::SeqCst)).sum();
+    assert_eq!(ran, total, "every action ran once");
+    assert!(
+        pool.peak_threads() <= THREADS,
+        "at most {THREADS} pool threads"
+    );
+    let peak = pool.peak_threads();
+    drop(pool);
+    ledger.check_exactly_once(total);
+    let _ = write!(
+        report,
+        "{total} actions from {PRODUCERS} producers on {QUEUES} queues of a {THREADS}-thread pool \
+         (peak {peak}; {} pool thread incarnations, keep-alive zero)",
+        incarnations.load(Ordering::SeqCst)
+    );
+}
+
 /// Counts each worker thread once, and its allocations from its first action on (a const
 /// thread-local without destructor: no allocation).
 fn count_worker_thread(incarnations: &AtomicUsize) {
