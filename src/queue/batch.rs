@@ -35,7 +35,8 @@
 //! they run in order.
 //!
 //! **Fairness.** A batch runs at most [`BATCH_ACTIONS`] actions and, checked every
-//! [`CLOCK_EVERY`] actions, at most [`BATCH_TIME`]; then, if the queue still has work, its
+//! [`CLOCK_EVERY`] actions, at most [`BATCH_TIME`] (counted from its 8th action: a batch of
+//! fewer actions reads no clock); then, if the queue still has work, its
 //! `Task` goes to the back of the pool's run queue (or back to the executor) behind every
 //! other queue that is waiting, so one queue with endless work delays each other queue by at
 //! most one batch per turn. 128 actions keep the hand-over (a push and a pop of the run queue,
@@ -262,7 +263,9 @@ fn drain(this: &Shared) -> bool {
     // below are release operations on the queue sequenced after this store, which an idle
     // check's `is_empty` acquires.
     this.busy.store(true, Ordering::Relaxed);
-    let start = sync::now();
+    // The clock starts at the first check (after `CLOCK_EVERY` actions), so that the many
+    // short batches of a queue with a few actions read no clock at all.
+    let mut start = None;
     let mut ran = 0;
     // SAFETY: the caller runs the queue's only `Task`, so it is the queue's only consumer
     // (see the module docs); the previous consumer's pops happen before ours through the
@@ -272,10 +275,16 @@ fn drain(this: &Shared) -> bool {
         ran += 1;
         #[cfg(test)]
         super::worker::worker_fault(this);
-        if ran == BATCH_ACTIONS
-            || (ran % CLOCK_EVERY == 0 && sync::now().duration_since(start) >= BATCH_TIME)
-        {
+        if ran == BATCH_ACTIONS {
             return true;
+        }
+        if ran % CLOCK_EVERY == 0 {
+            let now = sync::now();
+            match start {
+                None => start = Some(now),
+                Some(start) if now.duration_since(start) >= BATCH_TIME => return true,
+                Some(_) => {}
+            }
         }
     }
     false
