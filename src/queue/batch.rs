@@ -79,27 +79,21 @@ pub(super) fn ensure_scheduled(this: &Arc<Shared>) {
     // ORDERING: AcqRel: Release carries our push to the hand-back swap(IDLE) that reads this
     // write or a later one (see the module docs); Acquire orders the batch we may start
     // after the previous batch's hand-back, whose IDLE we read.
-    let runnable = match this.state.swap(WorkerState::Running, Ordering::AcqRel) {
-        // Scheduled already: its `Task` will find our action (or the hand-back will). If
-        // its pool could not start a thread, retry that now.
-        WorkerState::Running => this.runner.retry_stalled(),
+    match this.state.swap(WorkerState::Running, Ordering::AcqRel) {
+        // Scheduled already: its `Task` will find our action (or the hand-back will).
+        WorkerState::Running => {}
         // Not scheduled: we moved it from IDLE, so we create its only `Task`.
         WorkerState::Idle => submit(&this.runner, Task::new(Arc::clone(this))),
         // Never stored for a queue without a thread of its own.
-        WorkerState::Parked => unreachable!("a pool-backed queue is never PARKED"),
-    };
-    if !runnable {
-        // No thread can run the queue now (its pool could start none, and none is alive):
-        // tell the `wait_idle` callers, after the pool recorded that it is stalled (so that
-        // a caller registering after this reads it, and retries).
-        this.idle.spawn_failed();
+        WorkerState::Parked | WorkerState::Spinning => {
+            unreachable!("a pool-backed queue is only IDLE or RUNNING")
+        }
     }
 }
 
 /// Hands `task` to `runner` (its queue's pool or executor, borrowed from a handle that the
-/// caller keeps alive apart from the task: once queued, the task may run and be gone);
-/// `false` if the pool has no thread to run it and could start none (the task stays queued).
-fn submit(runner: &Runner, task: Task) -> bool {
+/// caller keeps alive apart from the task: once queued, the task may run and be gone).
+fn submit(runner: &Runner, task: Task) {
     match runner {
         Runner::Pool(pool) => pool.schedule(task),
         Runner::Executor(executor) => {
@@ -111,7 +105,6 @@ fn submit(runner: &Runner, task: Task) -> bool {
                      queued until the task runs or the next put"
                 ));
             }
-            true
         }
         Runner::Thread(_) => unreachable!("a dedicated queue is never submitted"),
     }
@@ -125,7 +118,7 @@ fn resubmit(again: Arc<Shared>) {
         Runner::Executor(executor) => Runner::Executor(Arc::clone(executor)),
         Runner::Thread(_) => unreachable!("a dedicated queue is never submitted"),
     };
-    let _ = submit(&runner, Task::new(again));
+    submit(&runner, Task::new(again));
 }
 
 /// One scheduled turn of a queue that runs on borrowed threads: running it runs one batch of
@@ -193,17 +186,33 @@ impl Task {
     }
 }
 
+impl Task {
+    /// Unschedules the queue without running it (its pool has no thread and could start
+    /// none; the pool reports that): its actions stay queued, the next `put` schedules it
+    /// again, and its `wait_idle` callers are told now.
+    pub(super) fn unschedule(mut self) {
+        if let Some(shared) = self.shared.take() {
+            unschedule(&shared);
+        }
+    }
+}
+
+/// Gives up a queue's scheduled state without running it: see [`Task::unschedule`].
+fn unschedule(shared: &Shared) {
+    // ORDERING: AcqRel, as a hand-back: Release so that the `put` that reads IDLE schedules
+    // a consistent queue; Acquire reads the puts whose swaps came before.
+    shared.state.swap(WorkerState::Idle, Ordering::AcqRel);
+    // Its `wait_idle` callers would wait for a batch that is not coming.
+    shared.idle.spawn_failed();
+}
+
 impl Drop for Task {
     /// A task dropped unrun: unschedule its queue (see the type's docs).
     fn drop(&mut self) {
         let Some(shared) = self.shared.take() else {
             return;
         };
-        // ORDERING: AcqRel, as a hand-back: Release so that the `put` that reads IDLE
-        // schedules a consistent queue; Acquire reads the puts whose swaps came before.
-        shared.state.swap(WorkerState::Idle, Ordering::AcqRel);
-        // Its `wait_idle` callers would wait for a batch that is not coming.
-        shared.idle.spawn_failed();
+        unschedule(&shared);
         panics::report(format_args!(
             "orderslip: a task of queue '{}' was dropped without running (its executor shut \
              down?); its actions stay queued and the next put schedules it again",
@@ -332,7 +341,7 @@ impl Drop for BatchExit<'_> {
             shared.idle.marker_drain_ended();
         }
         if let Some(again) = hand_back(Arc::clone(shared)) {
-            let _ = submit(&shared.runner, Task::new(again));
+            submit(&shared.runner, Task::new(again));
         }
         panics::report(format_args!(
             "orderslip: a batch of queue '{}' panicked outside an action; the queue was handed \

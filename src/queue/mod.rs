@@ -618,6 +618,8 @@ impl Drop for ActionQueue {
             WorkerState::Idle => {}
             // A worker is draining: it reads `closed` before it lingers.
             WorkerState::Running => {}
+            // Only pool threads' slots spin.
+            WorkerState::Spinning => unreachable!("a dedicated worker never stores SPINNING"),
         }
     }
 }
@@ -637,6 +639,8 @@ impl fmt::Debug for ActionQueue {
             WorkerState::Running => "running",
             // A worker lingers, parked, within its keep-alive.
             WorkerState::Parked => "parked",
+            // Not stored for a queue (pool threads' slots only).
+            WorkerState::Spinning => "spinning",
         };
         f.debug_struct("ActionQueue")
             .field("name", &self.shared.name)

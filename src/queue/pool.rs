@@ -6,26 +6,33 @@
 //! Scheduled queues wait in one lock-free FIFO, the *run queue* (a
 //! `crossbeam_queue::SegQueue` of [`Task`]s). The pool has `max_threads` *slots*; each holds
 //! the same IDLE/RUNNING/PARKED byte as a dedicated queue's worker (see [`super::worker`]),
-//! here for one pool thread:
+//! here for one pool thread, plus a fourth state, SPINNING, for a thread that looks for work
+//! before it parks:
 //!
 //! ```text
 //!            notify: CAS(IDLE → RUNNING) → spawn the slot's thread
 //!   IDLE ──────────────────────────────────────────────────────> RUNNING ──┐ thread runs
-//!    ^                                                            ^  │    │ batches from
-//!    │ thread: keep-alive over (or pool closed),                  │  │    │ the run queue
-//!    │ CAS(PARKED → IDLE) retires     notify: CAS(PARKED → RUNNING)│  │ run queue empty:
-//!    │                                         → unpark           │  v swap(PARKED), fence,
-//!    └─────────────────────────────────────────────────────────── PARKED    re-check
+//!    ^                                     notify: CAS(SPINNING   ^  ^ │    │ batches from
+//!    │ thread: keep-alive over (or pool    → RUNNING), no syscall; │  │ │    │ the run queue
+//!    │ closed), CAS(PARKED → IDLE) retires thread: found work     │  │ │ run queue empty:
+//!    │                                               SPINNING ────┘  │ │ swap(SPINNING)
+//!    │                                    spin over: swap(PARKED),│  │ v
+//!    │                                    fence, re-check         v  │ SPINNING
+//!    └──────────────────────────────────────────────────────── PARKED
+//!                                          notify: CAS(PARKED → RUNNING) → unpark
 //! ```
 //!
 //! - `schedule` pushes the task, then *notifies*: a `fence(SeqCst)`, then it looks at the
-//!   slots: it wakes one PARKED thread (`CAS(PARKED → RUNNING)` + unpark), or else starts a
-//!   thread in one IDLE slot (`CAS(IDLE → RUNNING)` + spawn), or, if every slot is RUNNING,
-//!   does nothing: a running thread takes the task when its batch ends. `put` takes no lock
+//!   slots: it claims one SPINNING thread (`CAS(SPINNING → RUNNING)`: no system call; the
+//!   thread sees the push while it spins, or its `swap(PARKED)` reads the claim), or else
+//!   wakes one PARKED thread (`CAS(PARKED → RUNNING)` + unpark), or else starts a thread in
+//!   one IDLE slot (`CAS(IDLE → RUNNING)` + spawn), or, if every slot is RUNNING, does
+//!   nothing: a running thread takes the task when its batch ends. So a queue whose one
+//!   thread has just finished a batch (and spins) gets that thread back, not a second one. `put` takes no lock
 //!   and waits for no thread on this path; only a spawn (at most `max_threads` times per
 //!   keep-alive) makes a system call.
 //! - A thread pops tasks and runs their batches until the run queue is empty, spins
-//!   briefly, then `swap(PARKED)`, `fence(SeqCst)`, and re-checks the run queue; if it is
+//!   briefly as SPINNING, then `swap(PARKED)`, `fence(SeqCst)`, and re-checks the run queue; if it is
 //!   still empty it parks until its keep-alive ends and retires with `CAS(PARKED → IDLE)`,
 //!   which fails if a notifier claimed the slot meanwhile.
 //!
@@ -34,13 +41,15 @@
 //! fences' single total order, either the notifier's fence comes first, and the thread's
 //! re-check sees the push, or the thread's comes first, and the notifier reads PARKED (or a
 //! later state: RUNNING if the thread took work back, IDLE if it retired) and wakes or
-//! respawns it. A notifier that reads RUNNING for every slot has therefore a thread that will
+//! respawns it. A notifier that claims a SPINNING thread writes RUNNING before the thread's
+//! `swap(PARKED)`, which then reads it (the chain of read-modify-writes on the slot), so the
+//! push is visible to the thread's re-check. A notifier that reads RUNNING for every slot has therefore a thread that will
 //! re-check after its push. A thread leaves only through the retiring CAS, which fails once a
 //! notifier has written RUNNING; so a slot never has two threads, and there are never more
 //! than `max_threads`.
 //!
-//! **Parallelism.** Every notify that finds a PARKED or IDLE slot gets one more thread
-//! running: when n ≤ `max_threads` queues have work, n threads run them at once, even if the
+//! **Parallelism.** Every notify that finds a SPINNING, PARKED or IDLE slot gets one more
+//! thread running: when n ≤ `max_threads` queues have work, n threads run them at once, even if the
 //! threads already running are blocked inside actions.
 //!
 //! **Closing.** The pool counts its *users*: the [`WorkerPool`] handles and the queues built
@@ -49,9 +58,11 @@
 //! store/fence/load pairing as a dedicated queue's drop).
 //!
 //! **A spawn that fails.** The slot goes back to IDLE and the failure is logged. If no pool
-//! thread is alive at all, the pool is *stalled*: the scheduling queue's `wait_idle` callers
-//! are told, and every later `put` on any of the pool's queues (a relaxed load per `put`)
-//! retries the spawn, as a dedicated queue's next `put` does.
+//! thread is alive at all, nobody would pop the run queue: the failing spawner pops every
+//! task and unschedules its queue (the queue's actions stay queued, its state goes back to
+//! IDLE, its `wait_idle` callers are told), so that the next `put` on each queue schedules it
+//! again and retries the spawn, as a dedicated queue's next `put` does, and no `Task` is left
+//! holding a queue (and through it the pool) where nobody takes it.
 
 use super::batch::Task;
 use super::worker::{AtomicWorkerState, WorkerState};
@@ -148,8 +159,6 @@ pub(crate) struct PoolInner {
     users: AtomicUsize,
     /// Set when `users` reaches 0: threads retire without lingering.
     closed: AtomicBool,
-    /// Set when a spawn failed while no pool thread was alive: the next `put` retries.
-    stalled: AtomicBool,
     /// Threads alive now, and the most that were alive at once.
     threads: AtomicUsize,
     peak: AtomicUsize,
@@ -158,7 +167,9 @@ pub(crate) struct PoolInner {
     stack_size: Option<usize>,
 }
 
-/// One pool thread's place: its state (see the module docs) and its parker.
+/// One pool thread's place: its state (see the module docs) and its parker. `threads`
+/// counts a thread from its spawn until just before its retiring CAS (and again if that
+/// CAS fails), so it never exceeds the slots that are not IDLE, nor `max_threads`.
 struct Slot {
     state: AtomicWorkerState,
     parker: UnparkerCell,
@@ -364,7 +375,6 @@ impl PoolBuilder {
                 slots,
                 users: AtomicUsize::new(1),
                 closed: AtomicBool::new(false),
-                stalled: AtomicBool::new(false),
                 threads: AtomicUsize::new(0),
                 peak: AtomicUsize::new(0),
                 name: self.name,
@@ -395,22 +405,12 @@ impl PoolRef {
         PoolRef(Arc::clone(inner))
     }
 
-    /// Queues `task` and makes sure a thread will run it. Returns `false` if no pool thread
-    /// is alive and none could be started: the task stays queued for the next attempt.
-    pub(super) fn schedule(&self, task: Task) -> bool {
+    /// Queues `task` and makes sure a thread will run it. If no pool thread is alive and
+    /// none could be started, every queued task (this one among them) is unscheduled (see
+    /// `spawn`), so that the next `put` on each queue tries again.
+    pub(super) fn schedule(&self, task: Task) {
         self.0.run_queue.push(task);
-        PoolInner::notify(&self.0)
-    }
-
-    /// A `put` on a queue that is scheduled already: if the pool is stalled (no thread, and
-    /// the last spawn failed), try again. Returns `false` if that failed too.
-    #[inline]
-    pub(super) fn retry_stalled(&self) -> bool {
-        // ORDERING: Relaxed: a hint; `notify` itself is ordered by its fence.
-        if self.0.stalled.load(Ordering::Relaxed) {
-            return PoolInner::retry(&self.0);
-        }
-        true
+        PoolInner::notify(&self.0);
     }
 }
 
@@ -457,18 +457,6 @@ impl PoolInner {
         }
     }
 
-    /// Retries after a failed spawn; whether a thread is (now) there to run the tasks.
-    #[cold]
-    fn retry(this: &Arc<Self>) -> bool {
-        // ORDERING: AcqRel: one retrier at a time takes the flag; `notify` sets it again if
-        // it fails too.
-        if this.stalled.swap(false, Ordering::AcqRel) {
-            PoolInner::notify(this)
-        } else {
-            true
-        }
-    }
-
     /// After a push onto the run queue: wakes a parked thread or starts one in an empty
     /// slot, unless every slot's thread is running (then one of them takes the task). Returns
     /// `false` if no thread is alive and none could be started.
@@ -478,7 +466,26 @@ impl PoolInner {
         fence(Ordering::SeqCst);
         loop {
             let mut changed = false;
-            // First a parked thread: cheaper than a new one.
+            // First a spinning thread: it is looking for work already, and a claim costs no
+            // system call. It sees our push: it re-checks the run queue while it spins, and
+            // its swap(PARKED) after the spin reads our claim.
+            for slot in this.slots.iter() {
+                // ORDERING: Relaxed: ordered by the fence above.
+                if slot.state.load(Ordering::Relaxed) == WorkerState::Spinning {
+                    // ORDERING: AcqRel: Release hands our push to the thread's swap that
+                    // reads this write; Acquire, as every write of the slot.
+                    match slot.state.compare_exchange(
+                        WorkerState::Spinning,
+                        WorkerState::Running,
+                        Ordering::AcqRel,
+                        Ordering::Relaxed,
+                    ) {
+                        Ok(_) => return true,
+                        Err(_) => changed = true,
+                    }
+                }
+            }
+            // Then a parked thread: cheaper than a new one.
             for slot in this.slots.iter() {
                 // ORDERING: Relaxed: ordered by the fence above.
                 if slot.state.load(Ordering::Relaxed) == WorkerState::Parked {
@@ -559,15 +566,26 @@ impl PoolInner {
             .iter()
             // ORDERING: SeqCst: see the store above.
             .all(|slot| slot.state.load(Ordering::SeqCst) == WorkerState::Idle);
-        if stalled {
-            // ORDERING: SeqCst: after the slots' IDLE, before the `put`s that read it.
-            this.stalled.store(true, Ordering::SeqCst);
-        }
         panics::report(format_args!(
-            "orderslip: pool '{}' could not start a thread ({error}); the queued work waits \
-             for a running pool thread or the next put",
-            this.name
+            "orderslip: pool '{}' could not start a thread ({error}); {}",
+            this.name,
+            if stalled {
+                "no pool thread is alive, so the queued work waits for the next put on each queue"
+            } else {
+                "the queued work waits for a running pool thread"
+            }
         ));
+        if stalled {
+            // No thread will pop the run queue: unschedule every queued task, so that no
+            // `Task` (which holds its queue, which holds the pool) is left where nobody
+            // takes it, and each queue's next `put` (or its last handle's drop) tries again.
+            // Pairs with the fence in `notify`: a notifier whose push we do not see here read
+            // our slot's IDLE after its push, and tries a spawn itself.
+            fence(Ordering::SeqCst);
+            while let Some(task) = this.run_queue.pop() {
+                task.unschedule();
+            }
+        }
         !stalled
     }
 
@@ -605,16 +623,27 @@ impl PoolInner {
             // ORDERING: Acquire pairs with the Release store in `close`.
             let closed = this.closed.load(Ordering::Acquire);
             if !closed && !this.keep_alive.is_zero() {
+                // Look for work a little before parking, as SPINNING: a notifier claims us
+                // (CAS to RUNNING) instead of starting or waking another thread. Only this
+                // thread writes its slot while it is RUNNING, so the swap reads RUNNING.
+                // ORDERING: AcqRel: Release pairs with the notifier's Acquire CAS (nothing
+                // to hand over but the state); Acquire, as every write of the slot.
+                slot.state.swap(WorkerState::Spinning, Ordering::AcqRel);
                 let spin = Spin::new();
                 while !spin.is_completed() {
                     if !this.run_queue.is_empty() {
+                        // Back to RUNNING, whether or not a notifier claimed us already.
+                        // ORDERING: AcqRel: Acquire reads a claiming notifier's CAS.
+                        slot.state.swap(WorkerState::Running, Ordering::AcqRel);
                         continue 'work;
                     }
                     spin.snooze();
                 }
             }
-            // Announce that we are about to park. ORDERING: AcqRel: Acquire reads the CAS of
-            // a notifier that came before; Release pairs with a later notifier's CAS.
+            // Announce that we are about to park (over RUNNING, SPINNING, or a notifier's
+            // claim of our SPINNING: its push is visible to the re-check below, since this
+            // swap reads its CAS). ORDERING: AcqRel: Acquire reads the CAS of a notifier that
+            // came before; Release pairs with a later notifier's CAS.
             slot.state.swap(WorkerState::Parked, Ordering::AcqRel);
             // Pairs with the fence in `notify` (and in `close`): either the notifier reads
             // PARKED and wakes us, or we see its push here.
@@ -646,6 +675,11 @@ impl PoolInner {
                 let timed_out = keep_alive.is_zero() || unsafe { slot.parker.park(deadline) };
                 // ORDERING: Relaxed: only shortens the linger; the retiring CAS decides.
                 if timed_out || this.closed.load(Ordering::Relaxed) {
+                    // Counted out before the slot is given back, so that a thread started
+                    // in it after the CAS never makes `threads` (and `peak`) pass
+                    // `max_threads`; counted in again if a notifier claimed us meanwhile.
+                    // ORDERING: Relaxed: a count (see `spawn`).
+                    this.threads.fetch_sub(1, Ordering::Relaxed);
                     // ORDERING: AcqRel: Release hands the parker to the next incarnation's
                     // spawner; Acquire on failure reads the notifier's push.
                     match slot.state.compare_exchange(
@@ -655,7 +689,11 @@ impl PoolInner {
                         Ordering::Acquire,
                     ) {
                         Ok(_) => break 'work,
-                        Err(_) => continue 'work,
+                        Err(_) => {
+                            // ORDERING: Relaxed: a count.
+                            this.threads.fetch_add(1, Ordering::Relaxed);
+                            continue 'work;
+                        }
                     }
                 }
             }
@@ -675,11 +713,11 @@ struct ThreadExit {
 impl Drop for ThreadExit {
     fn drop(&mut self) {
         let pool = &self.pool;
+        if self.retired.get() {
+            return; // counted out before the retiring CAS
+        }
         // ORDERING: Relaxed: a count (see `spawn`).
         pool.threads.fetch_sub(1, Ordering::Relaxed);
-        if self.retired.get() {
-            return;
-        }
         // ORDERING: AcqRel, as the retiring CAS (see `work`).
         pool.slots[self.index]
             .state
@@ -707,10 +745,10 @@ mod tests {
 
     const DEADLINE: Duration = Duration::from_secs(30);
 
-    /// A pool whose first thread cannot be spawned keeps the work queued; `wait_idle`
+    /// A pool whose first thread cannot be spawned keeps the work queued (the queue is
+    /// unscheduled: no task is left in a run queue that no thread pops); `wait_idle`
     /// without a limit says `false` at once (its own retry fails too) instead of hanging,
-    /// and the next `put` on the same queue (which is still scheduled) retries and runs
-    /// everything in order.
+    /// and the next `put` on the same queue retries and runs everything in order.
     #[test]
     fn a_failed_pool_spawn_keeps_the_work_and_the_next_put_on_the_queue_retries() {
         let pool = WorkerPool::builder().max_threads(1).build();
@@ -720,10 +758,8 @@ mod tests {
         spawn_faults::fail_next(2);
         queue.put(move || first.send(1).unwrap());
         assert_eq!(pool.threads(), 0, "no thread after a failed spawn");
-        assert!(
-            queue.is_running(),
-            "the queue stays scheduled, its work queued"
-        );
+        assert!(!queue.is_running(), "unscheduled");
+        assert_eq!(queue.len(), 1, "its work stays queued");
         assert!(
             !queue.wait_idle(Duration::MAX),
             "told at once that the work cannot run"
@@ -736,10 +772,11 @@ mod tests {
         assert_eq!(pool.peak_threads(), 1);
     }
 
-    /// A spawn that panics is a spawn that failed; a `put` on another queue of the pool
-    /// retries it too (the pool is stalled, not the queue).
+    /// A spawn that panics is a spawn that failed. A `put` on another queue of the pool
+    /// retries the spawn for itself; the first queue's work waits for a `put` of its own
+    /// (as a dedicated queue's does), and then everything runs.
     #[test]
-    fn a_pool_spawn_that_panics_fails_and_another_queues_put_retries() {
+    fn a_pool_spawn_that_panics_fails_and_each_queues_next_put_retries() {
         let pool = WorkerPool::builder().max_threads(2).build();
         let a = ActionQueue::builder().pool(&pool).build();
         let b = ActionQueue::builder().pool(&pool).build();
@@ -749,13 +786,14 @@ mod tests {
         let put = panic::catch_unwind(AssertUnwindSafe(|| a.put(move || first.send("a").unwrap())));
         assert!(put.is_ok(), "put did not panic");
         assert!(rx.try_recv().is_err(), "nothing ran");
-        b.put(move || tx.send("b").unwrap());
-        let mut got = [
-            rx.recv_timeout(DEADLINE).unwrap(),
-            rx.recv_timeout(DEADLINE).unwrap(),
-        ];
-        got.sort_unstable();
-        assert_eq!(got, ["a", "b"]);
+        let second = tx.clone();
+        b.put(move || second.send("b").unwrap());
+        assert_eq!(rx.recv_timeout(DEADLINE), Ok("b"));
+        assert!(b.wait_idle(DEADLINE));
+        assert_eq!(a.len(), 1, "a's action still waits for a put on a");
+        a.put(move || tx.send("a again").unwrap());
+        assert_eq!(rx.recv_timeout(DEADLINE), Ok("a"));
+        assert_eq!(rx.recv_timeout(DEADLINE), Ok("a again"));
     }
 
     /// With one pool thread alive, a failed spawn of a second is not a stall: the running

@@ -78,6 +78,10 @@ pub(super) enum WorkerState {
     Running = 1,
     /// A worker exists, found the queue empty, and parks until unparked or its keep-alive ends.
     Parked = 2,
+    /// Pool threads only ([`super::pool`]): the thread found the run queue empty and spins
+    /// looking for work before it parks; a notifier may claim it (CAS to RUNNING) without
+    /// a system call. A dedicated queue's worker never stores it.
+    Spinning = 3,
 }
 
 impl WorkerState {
@@ -88,8 +92,9 @@ impl WorkerState {
             0 => WorkerState::Idle,
             1 => WorkerState::Running,
             2 => WorkerState::Parked,
+            3 => WorkerState::Spinning,
             // Only `AtomicWorkerState` writes the byte, and only from a `WorkerState`.
-            _ => unreachable!("worker state byte {byte}: only IDLE, RUNNING and PARKED are stored"),
+            _ => unreachable!("worker state byte {byte}: only the four states are stored"),
         }
     }
 }
@@ -182,18 +187,6 @@ pub(super) enum Runner {
     Executor(Arc<dyn Executor>),
 }
 
-impl Runner {
-    /// A `put` on a queue that runs on borrowed threads and is scheduled already: retries
-    /// a pool that could not start a thread. Returns `false` if that failed again.
-    #[inline]
-    pub(super) fn retry_stalled(&self) -> bool {
-        match self {
-            Runner::Pool(pool) => pool.retry_stalled(),
-            Runner::Thread(_) | Runner::Executor(_) => true,
-        }
-    }
-}
-
 impl Shared {
     /// The dedicated worker's parker.
     pub(super) fn parker(&self) -> &UnparkerCell {
@@ -224,6 +217,8 @@ impl Shared {
             WorkerState::Parked => this.parker().unpark(),
             // No worker: we won the state from IDLE, so we start the only one.
             WorkerState::Idle => Shared::spawn_worker(this),
+            // Only pool threads' slots spin.
+            WorkerState::Spinning => unreachable!("a dedicated worker never stores SPINNING"),
         }
     }
 
