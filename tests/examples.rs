@@ -1,6 +1,7 @@
 //! The examples, run small as tests: the tour's request/response system with a few hundred
-//! requests, every step of the async interop example in a tokio runtime, and a check that the
-//! README's examples are the crate documentation's doctests.
+//! requests, the many-connections server with a few hundred connections, every step of the
+//! async interop example in a tokio runtime, and a check that the README's examples are the
+//! crate documentation's doctests.
 //!
 //! The examples' files are compiled into this test (`#[path]`), so the test calls their
 //! logic directly instead of building and spawning the example binaries. Their checks do not
@@ -21,6 +22,10 @@ mod tour;
 #[allow(dead_code)]
 #[path = "../examples/async_interop.rs"]
 mod async_interop;
+
+#[allow(dead_code)]
+#[path = "../examples/connections.rs"]
+mod connections;
 
 #[test]
 #[cfg_attr(miri, ignore = "whole example programs: too slow under Miri")]
@@ -54,6 +59,22 @@ fn the_tour_stays_exact_when_every_wait_times_out_at_once() {
     let report = tour::run_with_timeout(300, std::time::Duration::ZERO);
     println!("{}", report.table());
     assert!(report.problems().is_empty(), "{:#?}", report.problems());
+}
+
+#[test]
+#[cfg_attr(miri, ignore = "whole example programs: too slow under Miri")]
+fn the_connections_example_answers_every_request_in_order() {
+    // Fewer connections than clients, then a few hundred.
+    for size in [0, 3, 300] {
+        let report = connections::run(size);
+        println!("{}", report.table());
+        assert_eq!(report.requests, size as u64 * connections::ROUNDS);
+        assert_eq!(report.lost(), 0);
+        assert_eq!(report.answered, report.requests);
+        assert_eq!(report.out_of_order, 0);
+        assert!(report.peak_pool_threads <= report.max_threads);
+        assert!(report.problems().is_empty(), "{:#?}", report.problems());
+    }
 }
 
 #[test]

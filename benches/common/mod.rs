@@ -1,13 +1,14 @@
-//! Peers shared by the benches: the std baseline promise (`Mutex<Option<T>>` + `Condvar`)
-//! and persistent single-worker queues built on std and on channels, so that every group
-//! runs orderslip beside the same hand-written alternatives.
+//! Peers shared by the benches: the std baseline promise (`Mutex<Option<T>>` + `Condvar`),
+//! persistent single-worker queues built on std and on channels, and, for many queues on few
+//! threads, a naive sequential executor and tokio actors, so that every group runs orderslip
+//! beside the same hand-written alternatives.
 //!
 //! Each bench file includes this with `mod common;` and uses only part of it.
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{mpsc, Arc, Condvar, Mutex};
+use std::sync::{mpsc, Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
 
@@ -249,4 +250,202 @@ impl Drop for MpscWorker {
             thread.join().unwrap();
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Many serial queues on few threads (the peers of a pool-backed ActionQueue).
+// ---------------------------------------------------------------------------------------
+
+/// How many actions a [`NaiveQueue`] runs per turn before it goes to the back of the run
+/// queue.
+pub const NAIVE_TURN: usize = 64;
+
+/// A naive sequential executor: a fixed set of threads taking scheduled [`NaiveQueue`]s
+/// from one `Mutex<VecDeque>` + `Condvar` run queue. What one writes without a lock-free
+/// queue: every `put` and every action taken locks its queue's mutex.
+pub struct NaivePool {
+    shared: Arc<NaiveShared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+struct NaiveShared {
+    run: Mutex<RunQueue>,
+    ready: Condvar,
+}
+
+struct RunQueue {
+    queues: VecDeque<Arc<NaiveInner>>,
+    /// Threads waiting on `ready`: `schedule` notifies only if there is one.
+    waiting: usize,
+    stop: bool,
+}
+
+/// A serial queue on a [`NaivePool`]: its actions in a `Mutex<VecDeque>`, and a flag that
+/// says whether it is in the run queue (or being run).
+pub struct NaiveQueue {
+    inner: Arc<NaiveInner>,
+}
+
+struct NaiveInner {
+    jobs: Mutex<VecDeque<Job>>,
+    scheduled: AtomicBool,
+    pool: Arc<NaiveShared>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap()
+}
+
+impl NaivePool {
+    /// Starts `threads` threads, which wait for scheduled queues.
+    pub fn new(threads: usize) -> Self {
+        let shared = Arc::new(NaiveShared {
+            run: Mutex::new(RunQueue {
+                queues: VecDeque::new(),
+                waiting: 0,
+                stop: false,
+            }),
+            ready: Condvar::new(),
+        });
+        let threads = (0..threads)
+            .map(|_| {
+                let shared = Arc::clone(&shared);
+                thread::spawn(move || shared.work())
+            })
+            .collect();
+        NaivePool { shared, threads }
+    }
+
+    /// A new, empty queue whose actions run on this pool.
+    pub fn queue(&self) -> NaiveQueue {
+        NaiveQueue {
+            inner: Arc::new(NaiveInner {
+                jobs: Mutex::new(VecDeque::new()),
+                scheduled: AtomicBool::new(false),
+                pool: Arc::clone(&self.shared),
+            }),
+        }
+    }
+}
+
+impl NaiveShared {
+    fn schedule(&self, queue: Arc<NaiveInner>) {
+        let mut run = lock(&self.run);
+        run.queues.push_back(queue);
+        let wake = run.waiting > 0;
+        drop(run);
+        if wake {
+            self.ready.notify_one();
+        }
+    }
+
+    /// A pool thread: runs a turn of each scheduled queue, until stopped with nothing left.
+    fn work(&self) {
+        loop {
+            let queue = {
+                let mut run = lock(&self.run);
+                loop {
+                    if let Some(queue) = run.queues.pop_front() {
+                        break queue;
+                    }
+                    if run.stop {
+                        return;
+                    }
+                    run.waiting += 1;
+                    run = self.ready.wait(run).unwrap();
+                    run.waiting -= 1;
+                }
+            };
+            if queue.turn() {
+                self.schedule(queue);
+            }
+        }
+    }
+}
+
+impl NaiveInner {
+    /// Runs up to [`NAIVE_TURN`] actions; whether the queue must be scheduled again.
+    fn turn(&self) -> bool {
+        let mut ran = 0;
+        while ran < NAIVE_TURN {
+            let job = lock(&self.jobs).pop_front();
+            if let Some(job) = job {
+                job();
+                ran += 1;
+                continue;
+            }
+            // Empty: unschedule, then look again. A `put` that pushed before our store saw
+            // `scheduled` set and left the queue to us; the lock orders its push before our
+            // look, or its swap after our store (then it schedules the queue itself).
+            self.scheduled.store(false, Ordering::SeqCst);
+            if lock(&self.jobs).is_empty() || self.scheduled.swap(true, Ordering::SeqCst) {
+                return false;
+            }
+        }
+        true
+    }
+}
+
+impl Worker for NaiveQueue {
+    fn put<F: FnOnce() + Send + 'static>(&self, f: F) {
+        lock(&self.inner.jobs).push_back(Box::new(f));
+        if !self.inner.scheduled.swap(true, Ordering::SeqCst) {
+            self.inner.pool.schedule(Arc::clone(&self.inner));
+        }
+    }
+}
+
+impl Drop for NaivePool {
+    /// Lets the scheduled queues finish, then stops and joins the threads.
+    fn drop(&mut self) {
+        lock(&self.shared.run).stop = true;
+        self.shared.ready.notify_all();
+        for thread in self.threads.drain(..) {
+            thread.join().unwrap();
+        }
+    }
+}
+
+/// A tokio actor: one spawned task that receives boxed actions from an unbounded channel and
+/// runs them in order. Made by [`TokioActor::spawn`] on a runtime the caller owns.
+pub struct TokioActor {
+    tx: tokio::sync::mpsc::UnboundedSender<Job>,
+}
+
+impl TokioActor {
+    /// Spawns the actor's task on `runtime`.
+    pub fn spawn(runtime: &tokio::runtime::Runtime) -> Self {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Job>();
+        drop(runtime.spawn(async move {
+            while let Some(job) = rx.recv().await {
+                job();
+            }
+        }));
+        TokioActor { tx }
+    }
+}
+
+impl Worker for TokioActor {
+    fn put<F: FnOnce() + Send + 'static>(&self, f: F) {
+        // The task ends only when every sender is gone, so the send cannot fail.
+        if self.tx.send(Box::new(f)).is_err() {
+            panic!("a tokio actor's task ended while its sender was alive");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Counting threads.
+// ---------------------------------------------------------------------------------------
+
+/// The number of threads of this process (`Threads:` of `/proc/self/status`); `None` where
+/// that cannot be read (not Linux).
+pub fn process_threads() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("Threads:"))?
+        .trim()
+        .parse()
+        .ok()
 }
