@@ -220,7 +220,8 @@ impl WorkerPool {
     }
 
     /// How many pool threads are alive now (running batches, or parked within their
-    /// keep-alive). A snapshot.
+    /// keep-alive); a thread that retires is counted out as it gives its slot up, so this
+    /// never exceeds [`max_threads`](WorkerPool::max_threads). A snapshot.
     ///
     /// ```
     /// use orderslip::{ActionQueue, WorkerPool};
@@ -528,15 +529,22 @@ impl PoolInner {
         }
     }
 
+    /// Counts a thread in: one more alive (or about to be), and the peak.
+    fn count_in(&self) {
+        // ORDERING: Relaxed: a count for display; it orders nothing. A thread is counted in
+        // only while it holds its slot (it is counted out before it frees the slot), and the
+        // slot's hand-over orders the counts of successive threads, so the count never
+        // exceeds the slots.
+        let alive = self.threads.fetch_add(1, Ordering::Relaxed) + 1;
+        // ORDERING: Relaxed: a statistic.
+        self.peak.fetch_max(alive, Ordering::Relaxed);
+    }
+
     /// Starts the thread of slot `index`, whose state we moved from IDLE. Returns `false` if
     /// that failed while no other pool thread is alive.
     #[cold]
     fn spawn(this: &Arc<Self>, index: usize) -> bool {
-        // ORDERING: Relaxed: a count for display and for the stalled check below, which is
-        // a hint retried by every later `put`.
-        let alive = this.threads.fetch_add(1, Ordering::Relaxed) + 1;
-        // ORDERING: Relaxed: a statistic.
-        this.peak.fetch_max(alive, Ordering::Relaxed);
+        this.count_in();
         let error =
             match panic::catch_unwind(AssertUnwindSafe(|| PoolInner::try_spawn(this, index))) {
                 Ok(Ok(())) => return true,
@@ -675,10 +683,12 @@ impl PoolInner {
                 let timed_out = keep_alive.is_zero() || unsafe { slot.parker.park(deadline) };
                 // ORDERING: Relaxed: only shortens the linger; the retiring CAS decides.
                 if timed_out || this.closed.load(Ordering::Relaxed) {
-                    // Counted out before the slot is given back, so that a thread started
-                    // in it after the CAS never makes `threads` (and `peak`) pass
-                    // `max_threads`; counted in again if a notifier claimed us meanwhile.
-                    // ORDERING: Relaxed: a count (see `spawn`).
+                    // Count this thread out before the retiring CAS frees the slot: after it,
+                    // a notifier may start the slot's next thread (and count it in) while
+                    // this one is still on its way out, and the two must not both count
+                    // (else `peak_threads` could exceed `max_threads`). ORDERING: Relaxed:
+                    // the retiring CAS, which the next spawner's CAS reads, orders this
+                    // decrement before that thread's increment.
                     this.threads.fetch_sub(1, Ordering::Relaxed);
                     // ORDERING: AcqRel: Release hands the parker to the next incarnation's
                     // spawner; Acquire on failure reads the notifier's push.
@@ -690,8 +700,8 @@ impl PoolInner {
                     ) {
                         Ok(_) => break 'work,
                         Err(_) => {
-                            // ORDERING: Relaxed: a count.
-                            this.threads.fetch_add(1, Ordering::Relaxed);
+                            // A notifier claimed the slot: we keep it, and count again.
+                            this.count_in();
                             continue 'work;
                         }
                     }
@@ -702,8 +712,9 @@ impl PoolInner {
     }
 }
 
-/// A pool thread's exit path: counts the thread out, and, if it unwinds instead of retiring,
-/// gives its slot back and makes sure the run queue still has a thread.
+/// A pool thread's exit path: if it unwinds instead of retiring (a retiring thread counted
+/// itself out before its retiring CAS), counts the thread out, gives its slot back and makes
+/// sure the run queue still has a thread.
 struct ThreadExit {
     pool: Arc<PoolInner>,
     index: usize,
@@ -712,11 +723,11 @@ struct ThreadExit {
 
 impl Drop for ThreadExit {
     fn drop(&mut self) {
-        let pool = &self.pool;
         if self.retired.get() {
             return; // counted out before the retiring CAS
         }
-        // ORDERING: Relaxed: a count (see `spawn`).
+        let pool = &self.pool;
+        // ORDERING: Relaxed: a count (see `count_in`), before the slot is given back.
         pool.threads.fetch_sub(1, Ordering::Relaxed);
         // ORDERING: AcqRel, as the retiring CAS (see `work`).
         pool.slots[self.index]

@@ -656,7 +656,7 @@ mod tests {
     #[test]
     fn a_worker_that_dies_after_the_marker_still_wakes_wait_idle() {
         let queue = Arc::new(ActionQueue::builder().keep_alive(Duration::ZERO).build());
-        let shared = Arc::clone(&queue.shared);
+        let shared = crate::sync::Arc::clone(&queue.shared);
         queue.put(move || {
             // Once the marker of the `wait_idle` below is queued, arm the fault: this
             // worker dies after this action, and the next one right after the marker.

@@ -1,49 +1,69 @@
 //! The synchronisation shim: every atomic, cell, thread, thread-local, heap block and queue
-//! the crate uses comes from here, so the same code compiles against `std` or, with
-//! `RUSTFLAGS="--cfg loom"`, against [loom](https://docs.rs/loom), which model-checks it.
-//! One `cfg` below picks the backend file, [`std.rs`](backend) or `loom.rs`; nothing else in
-//! the crate mentions loom.
+//! the crate uses comes from here, so the same code compiles against `std`; with
+//! `RUSTFLAGS="--cfg loom"`, against [loom](https://docs.rs/loom), which model-checks it;
+//! or with `RUSTFLAGS="--cfg shuttle"`, against [shuttle](https://docs.rs/shuttle), which
+//! runs it under randomized schedules (PCT) at sizes loom cannot explore. One `cfg` below
+//! picks the backend file, [`std.rs`](backend), `loom.rs` or `shuttle.rs` (the two checkers'
+//! cfgs exclude each other); nothing else in the crate mentions loom or shuttle.
 //!
-//! Differences under loom, and why:
-//! - loom does not model time, so a timed park ([`park_until`]) yields once and then reports
-//!   that its deadline passed. Every timed wait therefore explores its timeout path, while the
-//!   untimed paths park for real.
-//! - spinning ([`Spin`], [`AdaptiveSpin`]) is skipped: a spin loop adds nothing to what loom explores but states.
+//! Differences under loom and shuttle, and why:
+//! - neither models time, so the clock ([`now`]) is frozen and a timed park ([`park_until`],
+//!   [`park_on`]) yields once and then reports that its deadline passed. Every timed wait
+//!   therefore explores its timeout path, while the untimed paths park for real (and a
+//!   park nothing ever ends is reported: by loom and by shuttle, as a deadlock).
+//! - spinning ([`Spin`], [`AdaptiveSpin`]) is skipped under loom: a spin loop adds nothing
+//!   to what loom explores but states. Under shuttle it is a couple of yields, so that the
+//!   path on which work arrives during the spin is taken too.
 //! - `crossbeam_queue::SegQueue` (the pool's run queue), the action queue's own [`Fifo`]
-//!   (`fifo.rs`) and `atomic_waker::AtomicWaker` use plain atomics that loom cannot see, so
-//!   loom-visible stand-ins replace them (a loom `Mutex<VecDeque>` for both queues, and
-//!   `loom::future::AtomicWaker`); `crossbeam_utils::sync::Parker` likewise becomes a loom
-//!   `Mutex<bool>` + `Condvar`.
-//! - thread-locals ([`thread_locals!`](thread_locals)) are loom's, which belong to loom's
+//!   (`fifo.rs`) and `atomic_waker::AtomicWaker` use plain atomics that neither checker can
+//!   see, so visible stand-ins replace them (a loom or shuttle `Mutex<VecDeque>` for both
+//!   queues; `loom::future::AtomicWaker`, or a shuttle `Mutex<Option<Waker>>`);
+//!   `crossbeam_utils::sync::Parker` likewise becomes a `Mutex<bool>` + `Condvar` of the
+//!   checker's. Under shuttle this is not only about coverage: shuttle runs all threads on
+//!   one OS thread and switches only at its own operations, so a loop that spins on a plain
+//!   std atomic (as a `SegQueue` pop does while a push is half done) is never preempted and
+//!   never ends. Every loop that waits must wait on state the checker sees.
+//! - thread-locals ([`thread_locals!`](thread_locals)) are the checker's, which belong to its
 //!   threads.
 //! - heap blocks passed around as raw pointers ([`boxed`]) are allocated through
-//!   `loom::alloc`, so loom's leak check covers them.
-//! - `UnsafeCell` is loom's, which checks every access for data races; the std backend
-//!   gives `std::cell::UnsafeCell` the same `with`/`with_mut` interface.
+//!   `loom::alloc` under loom, so loom's leak check covers them (plain `Box` under shuttle).
+//! - `UnsafeCell` is loom's under loom, which checks every access for data races; the std
+//!   and shuttle backends give `std::cell::UnsafeCell` the same `with`/`with_mut` interface.
+//! - shuttle runs every atomic access as `SeqCst` (its `fence` is then a no-op): it finds
+//!   interleaving bugs in large cases, loom finds weak-memory ones in small cases.
 //!
 //! The unit tests in `src/` (`#[cfg(test)]`) exercise the std backend: the loom models are
-//! the integration tests in `loom-tests/`, which build the library without `cfg(test)`. So
-//! run `cargo test --lib` without `--cfg loom` (with it, the unit tests would use loom's
-//! types outside a model, which loom refuses).
+//! the integration tests in `loom-tests/`, and the shuttle tests `tests/shuttle_pool.rs`,
+//! which build the library without `cfg(test)`. So run `cargo test --lib` without `--cfg
+//! loom` or `--cfg shuttle` (with either, the unit tests would use the checker's types
+//! outside a model, which both refuse), and under `--cfg shuttle` build only the shuttle test
+//! target (`cargo test --test shuttle_pool`, see `.ci/shuttle.sh`).
 //!
-//! Common to both backends, and defined here: the poison-free [`lock`], [`deadline_passed`],
+//! Common to all backends, and defined here: the poison-free [`lock`], [`deadline_passed`],
 //! the worker's [`UnparkerCell`], [`spawn_worker`] (with the tests' spawn-fault hook), and
-//! the two std types that loom need not see ([`StdAtomicUsize`], [`StdOnce`]).
+//! the two std types that the checkers need not see ([`StdAtomicUsize`], [`StdOnce`]).
 
-#[cfg(not(loom))]
+#[cfg(all(loom, shuttle))]
+compile_error!("`--cfg loom` and `--cfg shuttle` exclude each other: pick one checker");
+
+#[cfg(not(any(loom, shuttle)))]
 #[path = "std.rs"]
 mod backend;
 #[cfg(loom)]
 #[path = "loom.rs"]
 mod backend;
+#[cfg(all(shuttle, not(loom)))]
+#[path = "shuttle.rs"]
+mod backend;
 
 pub(crate) use backend::*;
 
-#[cfg(not(loom))]
+#[cfg(not(any(loom, shuttle)))]
 mod fifo;
 
-/// Declares thread-locals through the backend: std's `thread_local!`, or loom's, whose
-/// thread-locals belong to loom's threads. Write each initialiser as `const { … }`.
+/// Declares thread-locals through the backend: std's `thread_local!`, or loom's or
+/// shuttle's, whose thread-locals belong to the checker's threads. Write each initialiser as
+/// `const { … }`.
 macro_rules! thread_locals {
     () => {};
     ($(#[$attr:meta])* $vis:vis static $name:ident: $t:ty = const { $init:expr }; $($rest:tt)*) => {
@@ -53,12 +73,12 @@ macro_rules! thread_locals {
 }
 pub(crate) use thread_locals;
 
-/// A std atomic counter even under loom, for process-wide counters that only hand out
-/// distinct numbers (queue ids) and publish nothing: loom need not see them, and a loom
-/// atomic could not live in a `static` that outlives the model.
+/// A std atomic counter even under loom and shuttle, for process-wide counters that only hand
+/// out distinct numbers (queue ids) and publish nothing: the checker need not see them, and
+/// its atomic could not live in a `static` that outlives the model.
 pub(crate) use std::sync::atomic::AtomicUsize as StdAtomicUsize;
 
-/// A std `Once` even under loom: it guards a log line (the setter warning, debug builds
+/// A std `Once` even under loom and shuttle: it guards a log line (the setter warning, debug builds
 /// only), not a protocol.
 #[cfg(debug_assertions)]
 pub(crate) use std::sync::Once as StdOnce;
@@ -73,9 +93,9 @@ pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Whether `deadline` (computed from [`now`]) has passed. Under loom the clock is frozen, so
-/// only a zero timeout has passed, in every execution alike (the timed park itself reports
-/// the timeout there).
+/// Whether `deadline` (computed from [`now`]) has passed. Under loom and shuttle the clock is
+/// frozen, so only a zero timeout has passed, in every execution alike (the timed park
+/// itself reports the timeout there).
 pub(crate) fn deadline_passed(deadline: Option<std::time::Instant>) -> bool {
     match deadline {
         None => false,
@@ -130,9 +150,9 @@ impl UnparkerCell {
     }
 
     /// Parks on the parker until unparked, or until `deadline` if there is one; returns
-    /// `true` when the deadline has passed. Under loom a timed park yields once and always
-    /// reports a timeout (a token left behind is then seen by the worker as a spurious
-    /// wake-up: it re-checks the state).
+    /// `true` when the deadline has passed. Under loom and shuttle a timed park yields once
+    /// and always reports a timeout (a token left behind is then seen by the worker as a
+    /// spurious wake-up: it re-checks the state).
     ///
     /// # Safety
     ///
@@ -173,7 +193,7 @@ pub(crate) mod spawn_faults {
         Panic,
     }
 
-    // Std thread-locals even under loom: the counters belong to the test's real thread and
+    // Std thread-locals even under loom and shuttle: the counters belong to the test's real thread and
     // guard no protocol.
     std::thread_local! {
         static FAIL_SPAWNS: Cell<usize> = const { Cell::new(0) };
