@@ -7,8 +7,11 @@
 //! A promise records one [`Setter`] when it is made. A wait on it while it is pending asks
 //! [`Setter::is_current`]: for a thread, whether the caller is that thread (the cached id of
 //! [`thread::current_id`]); for a queue, whether the caller is that queue's worker, which
-//! the worker announces in the thread-local [`CURRENT_QUEUE`] for as long as it runs (and
-//! clears on its way out, however it leaves). Queue ids come from [`next_queue_id`] and are
+//! a dedicated worker announces in the thread-local [`CURRENT_QUEUE`] for as long as it runs
+//! (and clears on its way out, however it leaves), and a batch on a borrowed thread (a pool's
+//! or an executor's) in a chain of frames on its own stack ([`as_queue`]): batches nest when a
+//! foreign executor runs a task inside another queue's action, and a wait for any queue of
+//! the chain could never end ([`in_queue`]). Queue ids come from [`next_queue_id`] and are
 //! never 0, which marks "no queue".
 //!
 //! A third kind of setter is a promise's own callback drain: a [`map`](crate::Promise::map)
@@ -68,14 +71,17 @@ impl Setter {
         match self {
             Setter::Nobody => false,
             Setter::Thread(id) => thread::current_id() == id,
-            Setter::Queue(id) => current_queue() == Some(id),
+            Setter::Queue(id) => in_queue(id),
         }
     }
 }
 
 sync::thread_locals! {
-    /// The id of the queue whose worker is this thread (0: none).
+    /// The id of the queue whose dedicated worker is this thread (0: none).
     static CURRENT_QUEUE: Cell<usize> = const { Cell::new(0) };
+    /// The innermost batch of a queue on borrowed threads that this thread runs: the address
+    /// of its [`BatchFrame`] on this thread's stack (0: none).
+    static BATCHES: Cell<usize> = const { Cell::new(0) };
     /// The innermost callback drain this thread runs: the address of its [`DrainFrame`] on
     /// this thread's stack (0: none).
     static DRAINING: Cell<usize> = const { Cell::new(0) };
@@ -127,36 +133,64 @@ pub(crate) fn is_draining(origin: usize) -> bool {
     false
 }
 
-/// The id of the queue whose worker thread is the calling thread, if any.
-pub(crate) fn current_queue() -> Option<usize> {
-    match CURRENT_QUEUE.with(Cell::get) {
-        0 => None,
-        id => Some(id),
+/// Whether the calling thread is running an action of queue `id`: it is that queue's
+/// dedicated worker, or a batch of that queue runs on this thread, at any depth (a batch of
+/// another queue may run inside one of its actions: a foreign executor may run a task
+/// there). A wait for that queue could never end.
+pub(crate) fn in_queue(id: usize) -> bool {
+    if CURRENT_QUEUE.with(Cell::get) == id {
+        return true;
     }
+    let mut frame = BATCHES.with(Cell::get);
+    while frame != 0 {
+        // SAFETY: every address in the chain is a `BatchFrame` of an `as_queue` call that is
+        // still running on this thread (each call unlinks its frame before it returns or
+        // unwinds), so it is alive; frames are only read.
+        let current = unsafe { &*(frame as *const BatchFrame) };
+        if current.id == id {
+            return true;
+        }
+        frame = current.outer;
+    }
+    false
 }
 
-/// Called by a worker thread as it starts: from now on this thread is queue `id`'s worker,
-/// and waits for that queue's promises fail with `Deadlock`.
+/// Called by a dedicated worker thread as it starts: from now on this thread is queue
+/// `id`'s worker, and waits for that queue's promises fail with `Deadlock`.
 pub(crate) fn enter_queue(id: usize) {
     CURRENT_QUEUE.with(|current| current.set(id));
 }
 
+/// One batch of a queue running on this thread; frames of nested batches link outwards.
+struct BatchFrame {
+    /// The queue's id.
+    id: usize,
+    /// The enclosing frame's address (0: none).
+    outer: usize,
+}
+
 /// Runs `f` (a batch of queue `id`'s actions on a borrowed thread: a pool's, or a foreign
-/// executor's) as that queue's worker, and restores what the thread was before on the way
-/// out, also when unwinding (a foreign executor may run one batch inside another's action).
+/// executor's) as that queue's worker, announced to [`in_queue`] on this thread for as long
+/// as it runs. Allocates nothing: the frame lives on this stack frame, and the chain is
+/// restored on the way out, also when unwinding.
 pub(crate) fn as_queue<R>(id: usize, f: impl FnOnce() -> R) -> R {
     struct Restore(usize);
     impl Drop for Restore {
         fn drop(&mut self) {
             // `try_with`: never fails while the thread runs code; be lenient at its end.
-            let _ = CURRENT_QUEUE.try_with(|current| current.set(self.0));
+            let _ = BATCHES.try_with(|top| top.set(self.0));
         }
     }
-    let _restore = Restore(CURRENT_QUEUE.with(|current| current.replace(id)));
+    let frame = BatchFrame {
+        id,
+        outer: BATCHES.with(Cell::get),
+    };
+    let _restore = Restore(frame.outer);
+    BATCHES.with(|top| top.set(&frame as *const BatchFrame as usize));
     f()
 }
 
-/// Called by a worker thread on its way out (also while it unwinds): this thread is no
+/// Called by a dedicated worker thread on its way out (also while it unwinds): this thread is no
 /// queue's worker any more. `try_with`: the thread is ending; its thread-locals may be going
 /// too.
 pub(crate) fn leave_queue() {

@@ -241,6 +241,7 @@ fn run_batch(this: Arc<Shared>) -> Option<Arc<Shared>> {
         let exit = BatchExit {
             shared: &this,
             done: Cell::new(false),
+            outer_marker,
         };
         let limited = drain(&this);
         // ORDERING: Release: an idle check that reads this `false` (Acquire) sees every
@@ -327,6 +328,9 @@ fn hand_back(this: Arc<Shared>) -> Option<Arc<Shared>> {
 struct BatchExit<'a> {
     shared: &'a Arc<Shared>,
     done: Cell<bool>,
+    /// The enclosing batch's marker flag, set aside at the start: given back on unwinding
+    /// too, or the outer queue's `wait_idle` callers would never be woken.
+    outer_marker: bool,
 }
 
 impl Drop for BatchExit<'_> {
@@ -339,6 +343,9 @@ impl Drop for BatchExit<'_> {
         shared.busy.store(false, Ordering::Release);
         if idle::take_marker_ran_on_exit() {
             shared.idle.marker_drain_ended();
+        }
+        if self.outer_marker {
+            idle::set_marker_ran_on_exit();
         }
         if let Some(again) = hand_back(Arc::clone(shared)) {
             submit(&shared.runner, Task::new(again));

@@ -9,10 +9,14 @@ use super::batch::Task;
 /// pool's threads, a batch per task, still one at a time and in order.
 ///
 /// `execute` is called by `put` (when the queue goes from idle to scheduled) and by a task
-/// whose batch ended with work left. It should return quickly and run the task soon on some
-/// thread; it may run it on the calling thread only if the caller can afford to run actions
-/// there (a `put` would then run the queue's actions before it returns). A task it drops
-/// unrun unschedules its queue (see [`Task`]); a panic in `execute` is contained and logged.
+/// whose batch ended with work left. It must return quickly and run the task soon, later,
+/// on a thread of its own: **not inside `execute`**. A task run inline would run the queue's
+/// actions inside the caller (a `put`, or an action of another queue), and every batch of a
+/// long queue would run one stack frame deeper than the last, until the stack overflows. (A
+/// task that an executor runs inside one of its own jobs while that job waits, as
+/// work-stealing pools do, is fine: the deadlock check sees every queue whose batch runs on
+/// the thread.) A task it drops unrun unschedules its queue (see [`Task`]); a panic in
+/// `execute` is contained and logged.
 ///
 /// The adapters (each behind the cargo feature of its name, off by default):
 /// `Arc<rayon::ThreadPool>` runs tasks with `ThreadPool::spawn`, and

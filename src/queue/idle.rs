@@ -22,7 +22,7 @@
 //! worker that cannot start.
 
 use super::action::Action;
-use crate::setter::{current_queue, Setter};
+use crate::setter::{in_queue, Setter};
 use crate::sync::{self, Mutex};
 use crate::Promise;
 use std::cell::Cell;
@@ -45,6 +45,11 @@ pub(super) fn take_marker_ran() -> bool {
 /// flag back (see `batch`).
 pub(super) fn set_marker_ran() {
     MARKER_RAN.with(|ran| ran.set(true));
+}
+
+/// [`set_marker_ran`] for a batch that unwinds: `try_with`, as [`take_marker_ran_on_exit`].
+pub(super) fn set_marker_ran_on_exit() {
+    let _ = MARKER_RAN.try_with(|ran| ran.set(true));
 }
 
 /// [`take_marker_ran`] for a worker thread that unwinds: `try_with`, because the thread is
@@ -146,7 +151,7 @@ impl IdleWait {
 /// [`ActionQueue::wait_idle`](super::ActionQueue::wait_idle): see its docs for the contract
 /// and the module docs for the mechanism.
 pub(super) fn wait_idle(host: &impl Host, timeout: Duration) -> bool {
-    if current_queue() == Some(host.queue_id()) {
+    if in_queue(host.queue_id()) {
         return false;
     }
     if host.is_idle() {

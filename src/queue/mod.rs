@@ -224,6 +224,8 @@ impl ActionQueue {
     }
 
     /// Whether a worker thread exists now (running actions, or idle within its keep-alive).
+    /// For a queue on a [`WorkerPool`] or an [`Executor`]: whether it is scheduled (it has
+    /// work queued or running); a pool thread that lingers does not count.
     ///
     /// ```
     /// use orderslip::ActionQueue;
@@ -358,7 +360,7 @@ impl ActionQueue {
     /// ```
     #[must_use = "`false` means some queued actions had not run by the timeout"]
     pub fn join(self, timeout: Duration) -> bool {
-        if crate::setter::current_queue() == Some(self.shared.id) {
+        if crate::setter::in_queue(self.shared.id) {
             return false; // our own action: the queue cannot get past us
         }
         let deadline = sync::now().checked_add(timeout);

@@ -29,8 +29,9 @@
 //!   one IDLE slot (`CAS(IDLE → RUNNING)` + spawn), or, if every slot is RUNNING, does
 //!   nothing: a running thread takes the task when its batch ends. So a queue whose one
 //!   thread has just finished a batch (and spins) gets that thread back, not a second one. `put` takes no lock
-//!   and waits for no thread on this path; only a spawn (at most `max_threads` times per
-//!   keep-alive) makes a system call.
+//!   and waits for no thread on this path; only waking a parked thread (a futex wake) and a
+//!   spawn (when the pool grows, or after a retirement: with a zero keep-alive, whenever the
+//!   pool goes from idle to busy) make a system call.
 //! - A thread pops tasks and runs their batches until the run queue is empty, spins
 //!   briefly as SPINNING, then `swap(PARKED)`, `fence(SeqCst)`, and re-checks the run queue; if it is
 //!   still empty it parks until its keep-alive ends and retires with `CAS(PARKED → IDLE)`,
@@ -591,6 +592,19 @@ impl PoolInner {
             // our slot's IDLE after its push, and tries a spawn itself.
             fence(Ordering::SeqCst);
             while let Some(task) = this.run_queue.pop() {
+                // Another notifier may have started a thread since our scan (review of issue
+                // 14): then that thread, not nobody, pops the run queue. Put the task back,
+                // make sure a thread will see it, and leave the rest to it.
+                // ORDERING: SeqCst, as the scan above.
+                if this
+                    .slots
+                    .iter()
+                    .any(|slot| slot.state.load(Ordering::SeqCst) != WorkerState::Idle)
+                {
+                    this.run_queue.push(task);
+                    PoolInner::notify(this);
+                    break;
+                }
                 task.unschedule();
             }
         }
