@@ -180,7 +180,7 @@ impl Executor for OneThread {
 #[test]
 fn a_thread_per_task_executor_runs_two_queues_serially_and_in_order() {
     const PRODUCERS: usize = if cfg!(miri) { 2 } else { 3 };
-    const PER_PRODUCER: usize = if cfg!(miri) { 20 } else { 3_000 };
+    const PER_PRODUCER: usize = if cfg!(miri) { 10 } else { 3_000 };
     let executor = Arc::new(ThreadPerTask::default());
     let queues = vec![on(executor.clone()), on(executor.clone())];
     assert_serial_in_order(queues, PRODUCERS, PER_PRODUCER, || true);
@@ -191,7 +191,7 @@ fn a_thread_per_task_executor_runs_two_queues_serially_and_in_order() {
 fn a_one_thread_executor_runs_two_queues_in_order_and_lets_them_take_turns() {
     // Everything is put before the executor's thread starts: each queue has one task,
     // however many puts, and a batch of at most 128 actions before the other's turn.
-    const N: usize = if cfg!(miri) { 200 } else { 1_000 };
+    const N: usize = if cfg!(miri) { 40 } else { 1_000 };
     let gate = Gate::new();
     let executor = OneThread::start(gate.clone());
     let (a, b) = (on(executor.clone()), on(executor.clone()));
@@ -279,7 +279,7 @@ impl Executor for Manual {
 
 #[test]
 fn a_queue_has_one_task_at_a_time_and_a_task_runs_one_batch() {
-    const N: usize = 300;
+    const N: usize = if cfg!(miri) { 150 } else { 300 }; // more than a batch
     let executor = Arc::new(Manual::default());
     let queue = on(executor.clone());
     assert!(!queue.is_running());

@@ -227,28 +227,30 @@ fn wait_idle_on_a_pool_queue_waits_for_the_work_and_then_answers_at_once() {
     let pool = lingering_pool(2);
     let queue = on(&pool);
     assert!(queue.wait_idle(Duration::ZERO), "an unused queue is idle");
+    const PUTS: usize = if cfg!(miri) { 10 } else { 100 };
+    const ROUNDS: usize = if cfg!(miri) { 5 } else { 50 };
     let done = counter();
-    for _ in 0..100 {
+    for _ in 0..PUTS {
         let done = done.clone();
         queue.put(move || {
             done.fetch_add(1, Ordering::SeqCst);
         });
     }
     assert!(queue.wait_idle(DEADLINE));
-    assert_eq!(load(&done), 100);
+    assert_eq!(load(&done), PUTS);
     assert!(
         queue.wait_idle(Duration::ZERO),
         "still idle, threads lingering"
     );
     // Round after round, as the dedicated queue's regression test (issue 10, defect 8a).
-    for round in 1..=50 {
+    for round in 1..=ROUNDS {
         let d = done.clone();
         queue.put(move || {
             d.fetch_add(1, Ordering::SeqCst);
         });
         assert!(queue.wait_idle(DEADLINE));
         assert!(queue.wait_idle(Duration::ZERO), "round {round}");
-        assert_eq!(load(&done), 100 + round);
+        assert_eq!(load(&done), PUTS + round);
     }
     // While an action blocks: a zero-timeout check says no and queues nothing.
     let gate = Gate::new();
@@ -434,7 +436,7 @@ fn a_pool_thread_is_a_queues_worker_only_while_it_runs_that_queues_batch() {
     // of `a` is an ordinary wait (a zero-timeout poll: `Timeout`), one of `b` a deadlock.
     let pool = lingering_pool(1);
     let (a, b) = (on(&pool), on(&pool));
-    for round in 0..10 {
+    for round in 0..if cfg!(miri) { 3 } else { 10 } {
         let of_a: Promise<u8, ()> = a.promise();
         let of_b: Promise<u8, ()> = b.promise();
         let (wa, wb) = (of_a.clone(), of_b.clone());
@@ -652,8 +654,9 @@ fn an_action_may_drop_the_last_handle_to_its_own_pool_queue() {
         exit_tx.send(watch_this_thread()).unwrap();
         drop(h.lock().unwrap().take()); // the last handle
     });
+    const BEHIND: usize = if cfg!(miri) { 10 } else { 100 };
     let (tx, rx) = mpsc::channel();
-    for i in 0..100 {
+    for i in 0..BEHIND {
         let tx = tx.clone();
         queue.put(move || tx.send(i).unwrap());
     }
@@ -666,7 +669,7 @@ fn an_action_may_drop_the_last_handle_to_its_own_pool_queue() {
     let got: Vec<usize> = rx.iter().collect(); // ends when every action is gone
     assert_eq!(
         got,
-        (0..100).collect::<Vec<_>>(),
+        (0..BEHIND).collect::<Vec<_>>(),
         "queued work ran, in order"
     );
     assert!(holder.lock().unwrap().is_none());
@@ -819,7 +822,7 @@ fn max_threads_queues_blocked_in_an_action_all_run_at_once() {
 fn a_queue_with_endless_work_does_not_starve_another_on_a_one_thread_pool() {
     // `endless` re-puts its action for ever (until told to stop); another queue's action
     // still gets the pool's only thread, while `endless` keeps going.
-    const TURNS: usize = if cfg!(miri) { 300 } else { 2_000 };
+    const TURNS: usize = if cfg!(miri) { 20 } else { 2_000 };
     fn turn(queue: ActionQueue, stop: Arc<AtomicBool>, turns: Arc<AtomicUsize>) {
         turns.fetch_add(1, Ordering::SeqCst);
         if !stop.load(Ordering::SeqCst) {
@@ -926,7 +929,7 @@ fn clones_of_a_pool_share_its_threads() {
 
 #[test]
 fn an_action_may_put_to_another_queue_of_the_pool_or_of_another_pool() {
-    const N: usize = if cfg!(miri) { 20 } else { 1_000 };
+    const N: usize = if cfg!(miri) { 10 } else { 1_000 };
     let (pool, other_pool) = (pool(2), pool(1));
     let (a, b, c) = (on(&pool), on(&pool), on(&other_pool));
     let log = Arc::new(Mutex::new(Vec::new()));
@@ -955,7 +958,7 @@ fn an_action_may_put_to_another_queue_of_the_pool_or_of_another_pool() {
 #[test]
 fn two_pool_queues_can_pass_work_back_and_forth() {
     // A chain of hops, each put by the previous hop's action into the other queue.
-    const HOPS: usize = if cfg!(miri) { 20 } else { 2_000 };
+    const HOPS: usize = if cfg!(miri) { 10 } else { 2_000 };
     fn hop(here: ActionQueue, there: ActionQueue, left: usize, log: Arc<Mutex<Vec<usize>>>) {
         log.lock().unwrap().push(left);
         if left > 0 {
@@ -981,7 +984,7 @@ fn two_pool_queues_can_pass_work_back_and_forth() {
 
 #[test]
 fn an_action_may_put_to_its_own_pool_queue_thousands_deep() {
-    const DEPTH: usize = if cfg!(miri) { 30 } else { 20_000 };
+    const DEPTH: usize = if cfg!(miri) { 15 } else { 20_000 };
     fn step(queue: ActionQueue, left: usize, order: Arc<Mutex<Vec<usize>>>) {
         order.lock().unwrap().push(left);
         if left > 0 {
