@@ -2,8 +2,9 @@
 //!
 //! - Custom executors: a thread per task and a single-thread channel executor each run two
 //!   queues, fed by several producers, one action at a time per queue (an in-flight counter)
-//!   and in per-producer order; the single thread runs everything, one task per scheduled
-//!   queue however many puts, a batch limit that lets the other queue take turns.
+//!   and in per-producer order; a put racing the end of a batch is never stranded; the single
+//!   thread runs everything, one task per scheduled queue however many puts, a batch limit
+//!   that lets the other queue take turns.
 //! - The `Task` protocol, on an executor that keeps its tasks for the test to run by hand: at
 //!   most one task per queue, batches of 1..=128 actions, the next batch handed back to the
 //!   executor; running a task makes the calling thread the queue's worker (the deadlock check)
@@ -108,6 +109,11 @@ fn assert_serial_in_order(
     for handle in handles {
         handle.join().unwrap();
     }
+    // Before anything else is put (a later put would rescue a stranded action).
+    assert!(
+        util::wait_until(|| load(&track.ran) == n * producers * per_producer),
+        "an action was stranded"
+    );
     for queue in Arc::try_unwrap(queues).ok().unwrap() {
         assert!(queue.join(DEADLINE));
     }
@@ -185,6 +191,27 @@ fn a_thread_per_task_executor_runs_two_queues_serially_and_in_order() {
     let queues = vec![on(executor.clone()), on(executor.clone())];
     assert_serial_in_order(queues, PRODUCERS, PER_PRODUCER, || true);
     assert!(load(&executor.executed) >= 2, "a task per queue at least");
+}
+
+/// Each put comes as the previous action has just run, while its batch is ending: the put
+/// races the batch's hand-back, which must find the action (nothing else is put meanwhile,
+/// so a stranded action stays stranded).
+#[test]
+fn a_put_racing_the_end_of_a_batch_is_never_stranded() {
+    const ROUNDS: usize = if cfg!(miri) { 30 } else { 2_000 };
+    let executor = Arc::new(ThreadPerTask::default());
+    let queue = on(executor.clone());
+    let ran = counter();
+    for round in 0..ROUNDS {
+        let r = ran.clone();
+        queue.put(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(
+            util::wait_until(|| load(&ran) == round + 1),
+            "round {round}: the action was stranded"
+        );
+    }
 }
 
 #[test]

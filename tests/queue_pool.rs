@@ -2,9 +2,10 @@
 //! `ActionQueue` promises holds on pool threads, and the pool keeps its own promises.
 //!
 //! - The queue's promises: many queues fed by several producers each run their actions one
-//!   at a time (an in-flight counter per queue), in per-producer order, exactly once; `submit`
-//!   carries the result or the panic; `wait_idle` (after work, the zero-timeout check, per
-//!   queue while another queue of the pool blocks, `false` from inside its own action);
+//!   at a time (an in-flight counter per queue), in per-producer order, exactly once; a put
+//!   that races the end of its queue's batch is never stranded; `submit` carries the result
+//!   or the panic; `wait_idle` (after work, the zero-timeout check, per queue while another
+//!   queue of the pool blocks, `false` from inside its own action);
 //!   `is_running` (scheduled while work is queued or runs, not once drained, even while the
 //!   pool thread lingers); `len`/`is_empty`; the deadlock check (waiting inside an action on
 //!   a `submit` promise or `queue.promise()` of the same queue fails at once; waiting on
@@ -171,6 +172,11 @@ fn pool_queues_run_each_queues_actions_one_at_a_time_in_order_exactly_once() {
         })
         .collect();
     let sent: Vec<Vec<usize>> = producers.into_iter().map(|p| p.join().unwrap()).collect();
+    // Before anything else is put (a later put would rescue a stranded action).
+    assert!(
+        wait_until(|| load(&track.ran) == PRODUCERS * PER_PRODUCER),
+        "an action was stranded"
+    );
     let queues = Arc::try_unwrap(queues).ok().unwrap();
     for queue in queues {
         assert!(queue.join(DEADLINE));
@@ -196,6 +202,33 @@ fn pool_queues_run_each_queues_actions_one_at_a_time_in_order_exactly_once() {
         }
     }
     assert!(pool.peak_threads() <= MAX_THREADS);
+}
+
+/// Each put comes as the previous action has just run, while its batch is ending: the put
+/// (which sees the queue scheduled, and schedules nothing) races the batch's hand-back,
+/// which must find the action. Nothing else is put meanwhile, so a stranded action stays
+/// stranded and the wait for it fails.
+#[test]
+fn a_put_racing_the_end_of_a_batch_is_never_stranded() {
+    const ROUNDS: usize = if cfg!(miri) { 30 } else { 5_000 };
+    for keep_alive in [Duration::ZERO, HOUR] {
+        let pool = WorkerPool::builder()
+            .max_threads(2)
+            .keep_alive(keep_alive)
+            .build();
+        let queue = on(&pool);
+        let ran = counter();
+        for round in 0..ROUNDS {
+            let r = ran.clone();
+            queue.put(move || {
+                r.fetch_add(1, Ordering::SeqCst);
+            });
+            assert!(
+                wait_until(|| load(&ran) == round + 1),
+                "round {round} (keep-alive {keep_alive:?}): the action was stranded"
+            );
+        }
+    }
 }
 
 #[test]
