@@ -204,28 +204,35 @@ fn pool_queues_run_each_queues_actions_one_at_a_time_in_order_exactly_once() {
     assert!(pool.peak_threads() <= MAX_THREADS);
 }
 
-/// Each put comes as the previous action has just run, while its batch is ending: the put
-/// (which sees the queue scheduled, and schedules nothing) races the batch's hand-back,
-/// which must find the action. Nothing else is put meanwhile, so a stranded action stays
-/// stranded and the wait for it fails.
+/// Each put comes as the previous action has just run, a little later each round (a few
+/// microseconds of spinning, swept over the rounds), while its batch is ending or its pool
+/// thread is going idle: the put races the batch's hand-back (which must find the action), and
+/// the thread's announcement that it parks (which must see the queue's task, or be woken).
+/// Nothing else is put meanwhile, so a stranded action stays stranded and the wait for it
+/// fails. With one slot no spare thread can be started to rescue it, and with a one-hour
+/// keep-alive a thread that parked past the task does not come back in time.
 #[test]
 fn a_put_racing_the_end_of_a_batch_is_never_stranded() {
-    const ROUNDS: usize = if cfg!(miri) { 30 } else { 5_000 };
-    for keep_alive in [Duration::ZERO, HOUR] {
+    const ROUNDS: usize = if cfg!(miri) { 30 } else { 3_000 };
+    for (max_threads, keep_alive) in [(2, Duration::ZERO), (2, HOUR), (1, HOUR)] {
         let pool = WorkerPool::builder()
-            .max_threads(2)
+            .max_threads(max_threads)
             .keep_alive(keep_alive)
             .build();
         let queue = on(&pool);
         let ran = counter();
         for round in 0..ROUNDS {
+            for _ in 0..round % 256 {
+                std::hint::spin_loop(); // not a synchronisation: a sweep of the put's timing
+            }
             let r = ran.clone();
             queue.put(move || {
                 r.fetch_add(1, Ordering::SeqCst);
             });
             assert!(
                 wait_until(|| load(&ran) == round + 1),
-                "round {round} (keep-alive {keep_alive:?}): the action was stranded"
+                "round {round} (max_threads {max_threads}, keep-alive {keep_alive:?}): the \
+                 action was stranded"
             );
         }
     }
