@@ -4,7 +4,8 @@
 //!   queues, fed by several producers, one action at a time per queue (an in-flight counter)
 //!   and in per-producer order; a put racing the end of a batch is never stranded; the single
 //!   thread runs everything, one task per scheduled queue however many puts, a batch limit
-//!   that lets the other queue take turns.
+//!   that lets the other queue take turns; dropping the last handle lets the queued work run
+//!   and then lets go of the executor.
 //! - The `Task` protocol, on an executor that keeps its tasks for the test to run by hand: at
 //!   most one task per queue, batches of 1..=128 actions, the next batch handed back to the
 //!   executor; running a task makes the calling thread the queue's worker (the deadlock check)
@@ -16,8 +17,9 @@
 //!   it works again; dropping the queue drops the work unrun and abandons its promises, and
 //!   `join` says no at once); one whose `execute` panics (`put` does not panic, the same
 //!   recovery), or panics after taking the task (the task still runs).
-//! - An executor that runs the task inline: `put` runs the action before it returns, and a
-//!   queue's batch nested in another queue's action restores the outer queue's deadlock check.
+//! - An executor that runs the task inline: `put` runs the action before it returns; a
+//!   queue's batch nested in another queue's action restores the outer queue's deadlock check
+//!   and leaves the outer batch's `wait_idle` marker to it.
 //! - With `--features rayon`: a `rayon::ThreadPool` (two threads) runs two queues, serially,
 //!   in order, on its threads, with the queue's promises (submit, panics, deadlock, waits on
 //!   another queue of the pool, `wait_idle`, `join`).
@@ -265,6 +267,43 @@ fn a_one_thread_executor_runs_two_queues_in_order_and_lets_them_take_turns() {
     assert!(
         load(&executor.executed) >= 2 * N.div_ceil(BATCH),
         "a task per batch"
+    );
+}
+
+#[test]
+fn dropping_the_last_handle_lets_the_queued_actions_run_and_then_lets_go_of_the_executor() {
+    // Everything is queued behind a closed gate; dropping the queue does not wait, and loses
+    // nothing; once the work is done, the queue lets go of its executor (whose thread ends).
+    const N: usize = if cfg!(miri) { 20 } else { 1_000 };
+    struct Watched {
+        inner: Arc<OneThread>,
+        _witness: DropCounter,
+    }
+    impl Executor for Watched {
+        fn execute(&self, task: Task) {
+            self.inner.execute(task);
+        }
+    }
+    let freed = counter();
+    let gate = Gate::new();
+    let inner = OneThread::start(gate.clone());
+    let queue = on(Arc::new(Watched {
+        inner: inner.clone(),
+        _witness: DropCounter(freed.clone()),
+    }));
+    let (tx, rx) = mpsc::channel();
+    for i in 0..N {
+        let tx = tx.clone();
+        queue.put(move || tx.send(i).unwrap());
+    }
+    drop((queue, tx));
+    assert_eq!(load(&freed), 0, "the queued work holds the executor");
+    gate.open();
+    let got: Vec<usize> = rx.iter().collect(); // ends when every action is gone
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "all ran, in order");
+    assert!(
+        util::wait_until(|| load(&freed) == 1),
+        "the executor was let go"
     );
 }
 
@@ -645,6 +684,44 @@ fn a_batch_nested_in_another_queues_action_restores_that_queues_deadlock_check()
         ))
     );
     assert!(a.wait_idle(Duration::ZERO) && b.wait_idle(Duration::ZERO));
+}
+
+#[test]
+fn a_batch_nested_in_another_queues_action_keeps_that_batchs_wait_idle_marker() {
+    // A waiter's marker runs in `a`'s batch; then an action of the same batch puts to `b`,
+    // whose batch runs nested, right there. The marker's flag belongs to `a`'s batch: the
+    // waiter must be woken at the end of `a`'s batch (it waits without limit, so only that
+    // wake-up ends its wait), and `b`'s nested batch must neither take nor clear it.
+    let executor: Arc<dyn Executor> = Arc::new(Inline);
+    let (a, b) = (on(executor.clone()), on(executor));
+    let gate = Gate::new();
+    let (a2, g) = (a.clone(), gate.clone());
+    // The first action runs inline on a helper thread, and blocks there.
+    let runner = thread::spawn(move || a2.put(move || assert!(g.pass())));
+    assert!(util::wait_until(|| a.is_running() && a.is_empty()));
+    let (tx, waited) = mpsc::channel();
+    let a3 = a.clone();
+    thread::spawn(move || tx.send(a3.wait_idle(Duration::MAX)).unwrap());
+    assert!(
+        util::wait_until(|| a.len() == 1),
+        "the waiter's marker is queued"
+    );
+    let b_ran = counter();
+    let (b2, r) = (b.clone(), b_ran.clone());
+    a.put(move || {
+        b2.put(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        });
+    });
+    gate.open();
+    runner.join().unwrap();
+    assert_eq!(load(&b_ran), 1, "b's batch ran, nested");
+    assert_eq!(
+        waited.recv_timeout(DEADLINE),
+        Ok(true),
+        "the waiter was woken at the end of a's batch"
+    );
+    assert!(b.wait_idle(Duration::ZERO));
 }
 
 // ---- rayon ----
