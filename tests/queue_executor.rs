@@ -200,7 +200,7 @@ fn a_thread_per_task_executor_runs_two_queues_serially_and_in_order() {
 /// so a stranded action stays stranded).
 #[test]
 fn a_put_racing_the_end_of_a_batch_is_never_stranded() {
-    const ROUNDS: usize = if cfg!(miri) { 30 } else { 2_000 };
+    const ROUNDS: usize = if cfg!(miri) { 10 } else { 2_000 };
     let executor = Arc::new(ThreadPerTask::default());
     let queue = on(executor.clone());
     let ran = counter();

@@ -213,7 +213,7 @@ fn pool_queues_run_each_queues_actions_one_at_a_time_in_order_exactly_once() {
 /// keep-alive a thread that parked past the task does not come back in time.
 #[test]
 fn a_put_racing_the_end_of_a_batch_is_never_stranded() {
-    const ROUNDS: usize = if cfg!(miri) { 30 } else { 3_000 };
+    const ROUNDS: usize = if cfg!(miri) { 10 } else { 3_000 };
     for (max_threads, keep_alive) in [(2, Duration::ZERO), (2, HOUR), (1, HOUR)] {
         let pool = WorkerPool::builder()
             .max_threads(max_threads)
