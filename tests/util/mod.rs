@@ -212,3 +212,83 @@ fn count_then_panic(drops: &AtomicUsize, message: &'static str) {
         std::panic::panic_any(message);
     }
 }
+
+/// A gate that actions block on until the test lets them through, one at a time
+/// ([`release`](Gate::release)) or all for good ([`open`](Gate::open)). A [`pass`](Gate::pass)
+/// gives up after `DEADLINE`, so a test that fails before it opens the gate does not leave
+/// threads blocked for ever.
+#[derive(Default)]
+pub struct Gate {
+    state: std::sync::Mutex<(usize, bool)>, // (permits, open)
+    changed: std::sync::Condvar,
+}
+
+impl Gate {
+    /// A closed gate.
+    pub fn new() -> Arc<Gate> {
+        Arc::new(Gate::default())
+    }
+
+    /// Lets `n` more callers of `pass` through.
+    pub fn release(&self, n: usize) {
+        self.state.lock().unwrap().0 += n;
+        self.changed.notify_all();
+    }
+
+    /// Lets every caller of `pass` through, now and later.
+    pub fn open(&self) {
+        self.state.lock().unwrap().1 = true;
+        self.changed.notify_all();
+    }
+
+    /// Waits (up to `DEADLINE`) until the gate lets this caller through; returns whether it
+    /// did.
+    pub fn pass(&self) -> bool {
+        let guard = self.state.lock().unwrap();
+        let (mut guard, _) = self
+            .changed
+            .wait_timeout_while(guard, DEADLINE, |(permits, open)| *permits == 0 && !*open)
+            .unwrap();
+        if guard.1 {
+            return true;
+        }
+        if guard.0 > 0 {
+            guard.0 -= 1;
+            return true;
+        }
+        false
+    }
+}
+
+/// A `std::sync::Barrier` that gives up after `DEADLINE`: `wait` returns whether all `n`
+/// parties arrived (so a test can assert that `n` threads ran at once, and fail instead of
+/// hanging when they did not).
+pub struct DeadlineBarrier {
+    arrived: std::sync::Mutex<usize>,
+    changed: std::sync::Condvar,
+    n: usize,
+}
+
+impl DeadlineBarrier {
+    /// A barrier for `n` parties.
+    pub fn new(n: usize) -> Arc<DeadlineBarrier> {
+        Arc::new(DeadlineBarrier {
+            arrived: std::sync::Mutex::new(0),
+            changed: std::sync::Condvar::new(),
+            n,
+        })
+    }
+
+    /// Arrives, and waits (up to `DEADLINE`) until all `n` parties have; returns whether they
+    /// did.
+    pub fn wait(&self) -> bool {
+        let mut arrived = self.arrived.lock().unwrap();
+        *arrived += 1;
+        self.changed.notify_all();
+        let (arrived, _) = self
+            .changed
+            .wait_timeout_while(arrived, DEADLINE, |arrived| *arrived < self.n)
+            .unwrap();
+        *arrived >= self.n
+    }
+}
