@@ -17,9 +17,12 @@
 //!   it works again; dropping the queue drops the work unrun and abandons its promises, and
 //!   `join` says no at once); one whose `execute` panics (`put` does not panic, the same
 //!   recovery), or panics after taking the task (the task still runs).
-//! - An executor that runs the task inline: `put` runs the action before it returns; a
-//!   queue's batch nested in another queue's action restores the outer queue's deadlock check
-//!   and leaves the outer batch's `wait_idle` marker to it.
+//! - An executor that runs the task inline (which the `Executor` docs forbid, for stack depth;
+//!   here it reaches nested batches deterministically, as a work-stealing pool may nest them):
+//!   `put` runs the action before it returns; a queue's batch nested in another queue's
+//!   action restores the outer queue's deadlock check and leaves the outer batch's
+//!   `wait_idle` marker to it; inside the nested batch, a wait for the *outer* queue (its
+//!   promise, `wait_idle`, `join`) is refused at once (review of issue 14: it hung).
 //! - With `--features rayon`: a `rayon::ThreadPool` (two threads) runs two queues, serially,
 //!   in order, on its threads, with the queue's promises (submit, panics, deadlock, waits on
 //!   another queue of the pool, `wait_idle`, `join`).
@@ -623,7 +626,8 @@ fn dropping_a_queue_whose_executor_drops_its_tasks_drops_the_work_unrun() {
 
 // ---- an executor that runs the task inline ----
 
-/// Runs the task on the calling thread, before `execute` returns.
+/// Runs the task on the calling thread, before `execute` returns (against the `Executor`
+/// docs: it nests every batch one frame deeper; here it makes nesting deterministic).
 struct Inline;
 
 impl Executor for Inline {
@@ -722,6 +726,46 @@ fn a_batch_nested_in_another_queues_action_keeps_that_batchs_wait_idle_marker() 
         "the waiter was woken at the end of a's batch"
     );
     assert!(b.wait_idle(Duration::ZERO));
+}
+
+/// Inside `b`'s batch, nested in an action of `a` on the same thread, a wait for a promise
+/// of `a` can never end (`a`'s action is below it on the stack): `Deadlock` at once. Failed
+/// before the review's fix (the check knew only the innermost batch): a timeout (a hang
+/// without one).
+#[test]
+fn a_nested_batch_waiting_for_a_promise_of_the_outer_queue_is_refused() {
+    let pool = orderslip::WorkerPool::builder().max_threads(1).build();
+    let a = ActionQueue::builder().pool(&pool).build();
+    let b = on(Arc::new(Inline));
+    let of_a: Promise<u32, ()> = a.promise();
+    let setter = of_a.clone();
+    let (tx, rx) = mpsc::channel();
+    a.put(move || {
+        b.put(move || tx.send(owned(of_a.result(LONG))).unwrap());
+    });
+    a.put(move || {
+        let _ = setter.set_result(1);
+    });
+    assert_eq!(rx.recv_timeout(DEADLINE), Ok(Err(PromiseError::Deadlock)));
+}
+
+/// The same nesting: `wait_idle` and `join` of the outer queue from the nested batch return
+/// `false` at once, as from the outer queue's own action (they waited without limit before
+/// the review's fix).
+#[test]
+fn a_nested_batch_waiting_for_the_outer_queue_to_be_idle_or_joined_is_refused() {
+    let a = Arc::new(on(Arc::new(ThreadPerTask::default())));
+    let b = on(Arc::new(Inline));
+    let (tx, rx) = mpsc::channel();
+    let a2 = a.clone();
+    a.put(move || {
+        b.put(move || {
+            let idle = a2.wait_idle(Duration::MAX);
+            let joined = (*a2).clone().join(Duration::MAX);
+            tx.send((idle, joined)).unwrap();
+        });
+    });
+    assert_eq!(rx.recv_timeout(DEADLINE), Ok((false, false)));
 }
 
 // ---- rayon ----

@@ -1087,22 +1087,19 @@ fn a_pool_that_cannot_start_a_thread_keeps_the_work_and_wait_idle_says_no() {
     assert_eq!(pool.threads(), 0);
 }
 
-/// BUG (found by this test): `join` on the last handle of a queue whose pool cannot start a
-/// thread never returns (with `Duration::MAX`; with a timeout, it waits all of it). The
-/// dedicated queue's contract, which `Builder::pool` says holds here too: "on the last handle
-/// it returns `false` at once (the queue is dropped, with them)". The queue's `Task` sits in
-/// the pool's run queue and holds the queue's shared block, so dropping the last handle drops
-/// nothing, the join's marker action is never dropped, and its promise is never abandoned;
-/// the run queue, the `Task` and the queue's reference to the pool form a cycle, so the
-/// queued actions also leak when the pool's handles are dropped. The wait runs on a thread
-/// of its own, so the test fails after `DEADLINE` instead of hanging.
+/// Regression (found by this test, fixed since): `join` on the last handle of a queue whose
+/// pool cannot start a thread never returned (with `Duration::MAX`). The dedicated queue's
+/// contract, which `Builder::pool` says holds here too, is "on the last handle it returns
+/// `false` at once (the queue is dropped, with them)". The queue's `Task` sat in the pool's
+/// run queue holding the queue's shared block (a cycle through the queue's reference to the
+/// pool), so the last handle's drop dropped nothing. A stalled pool now unschedules its
+/// tasks. The wait runs on a thread of its own, so a regression fails after `DEADLINE`
+/// instead of hanging.
 #[test]
 #[cfg_attr(
     miri,
     ignore = "Miri ignores the requested stack size, so the spawn succeeds"
 )]
-#[ignore = "BUG: join(Duration::MAX) on the last handle of a queue whose pool cannot start a \
-            thread never returns (the dedicated queue's join returns false at once)"]
 fn join_on_the_last_handle_of_a_queue_whose_pool_cannot_start_a_thread_returns_false() {
     let pool = WorkerPool::builder().stack_size(1 << 60).build();
     let queue = on(&pool);
