@@ -209,7 +209,8 @@ impl WorkerPool {
     }
 
     /// How many pool threads are alive now (running batches, or parked within their
-    /// keep-alive). A snapshot.
+    /// keep-alive): never more than [`max_threads`](WorkerPool::max_threads), since a thread
+    /// that retires is counted out as it gives its slot up, just before it exits. A snapshot.
     ///
     /// ```
     /// use orderslip::{ActionQueue, WorkerPool};
@@ -226,7 +227,9 @@ impl WorkerPool {
         self.inner.threads.load(Ordering::Relaxed)
     }
 
-    /// The most pool threads that were alive at once since the pool was built.
+    /// The most pool threads that were alive at once since the pool was built (counted as
+    /// for [`threads`](WorkerPool::threads): at most
+    /// [`max_threads`](WorkerPool::max_threads)).
     ///
     /// ```
     /// use orderslip::{ActionQueue, WorkerPool};
@@ -521,15 +524,24 @@ impl PoolInner {
         }
     }
 
+    /// Counts a thread in: one that is spawned, or one that was retiring and whose slot a
+    /// notifier claimed back. Each slot's increments and decrements of `threads` alternate,
+    /// ordered by the slot's state (a thread counts itself out before its retiring CAS, which
+    /// the next spawner's CAS reads), so `threads`, and with it the peak, never passes
+    /// `max_threads`.
+    fn count_in(&self) {
+        // ORDERING: Relaxed: a count for display; the slot's state orders each slot's
+        // increments and decrements (above), and coherence keeps that order in the count's.
+        let alive = self.threads.fetch_add(1, Ordering::Relaxed) + 1;
+        // ORDERING: Relaxed: a statistic.
+        self.peak.fetch_max(alive, Ordering::Relaxed);
+    }
+
     /// Starts the thread of slot `index`, whose state we moved from IDLE. Returns `false` if
     /// that failed while no other pool thread is alive.
     #[cold]
     fn spawn(this: &Arc<Self>, index: usize) -> bool {
-        // ORDERING: Relaxed: a count for display and for the stalled check below, which is
-        // a hint retried by every later `put`.
-        let alive = this.threads.fetch_add(1, Ordering::Relaxed) + 1;
-        // ORDERING: Relaxed: a statistic.
-        this.peak.fetch_max(alive, Ordering::Relaxed);
+        this.count_in();
         let error =
             match panic::catch_unwind(AssertUnwindSafe(|| PoolInner::try_spawn(this, index))) {
                 Ok(Ok(())) => return true,
@@ -543,7 +555,7 @@ impl PoolInner {
                     error
                 }
             };
-        // ORDERING: Relaxed, as above.
+        // ORDERING: Relaxed: see `count_in` (before the store of IDLE below).
         this.threads.fetch_sub(1, Ordering::Relaxed);
         // No thread: give the slot back. ORDERING: SeqCst (a Release store, and in one total
         // order with the loads below and with other failing spawners' stores and loads), so
@@ -646,8 +658,11 @@ impl PoolInner {
                 let timed_out = keep_alive.is_zero() || unsafe { slot.parker.park(deadline) };
                 // ORDERING: Relaxed: only shortens the linger; the retiring CAS decides.
                 if timed_out || this.closed.load(Ordering::Relaxed) {
-                    // ORDERING: AcqRel: Release hands the parker to the next incarnation's
-                    // spawner; Acquire on failure reads the notifier's push.
+                    // Count ourselves out before the slot can go to a new incarnation, which
+                    // counts itself in (see `count_in`). ORDERING: Relaxed: see `count_in`.
+                    this.threads.fetch_sub(1, Ordering::Relaxed);
+                    // ORDERING: AcqRel: Release hands the parker (and our decrement) to the
+                    // next incarnation's spawner; Acquire on failure reads the notifier's push.
                     match slot.state.compare_exchange(
                         WorkerState::Parked,
                         WorkerState::Idle,
@@ -655,7 +670,11 @@ impl PoolInner {
                         Ordering::Acquire,
                     ) {
                         Ok(_) => break 'work,
-                        Err(_) => continue 'work,
+                        Err(_) => {
+                            // A notifier claimed the slot back: we keep it.
+                            this.count_in();
+                            continue 'work;
+                        }
                     }
                 }
             }
@@ -664,8 +683,9 @@ impl PoolInner {
     }
 }
 
-/// A pool thread's exit path: counts the thread out, and, if it unwinds instead of retiring,
-/// gives its slot back and makes sure the run queue still has a thread.
+/// A pool thread's exit path: if the thread unwinds instead of retiring (a retiring thread
+/// counted itself out already), counts it out, gives its slot back and makes sure the run
+/// queue still has a thread.
 struct ThreadExit {
     pool: Arc<PoolInner>,
     index: usize,
@@ -674,12 +694,13 @@ struct ThreadExit {
 
 impl Drop for ThreadExit {
     fn drop(&mut self) {
-        let pool = &self.pool;
-        // ORDERING: Relaxed: a count (see `spawn`).
-        pool.threads.fetch_sub(1, Ordering::Relaxed);
         if self.retired.get() {
             return;
         }
+        let pool = &self.pool;
+        // ORDERING: Relaxed: a count (see `count_in`); before the swap below, as before a
+        // retiring CAS.
+        pool.threads.fetch_sub(1, Ordering::Relaxed);
         // ORDERING: AcqRel, as the retiring CAS (see `work`).
         pool.slots[self.index]
             .state
