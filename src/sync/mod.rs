@@ -8,6 +8,8 @@
 //! - loom does not model time, so a timed park ([`park_until`]) yields once and then reports
 //!   that its deadline passed. Every timed wait therefore explores its timeout path, while the
 //!   untimed paths park for real.
+//! - a pool-backed queue's batch ends after 2 actions, not 128 ([`BATCH_ACTIONS`]), so that
+//!   a model can reach the batch limit.
 //! - spinning ([`Spin`], [`AdaptiveSpin`]) is skipped: a spin loop adds nothing to what loom explores but states.
 //! - `crossbeam_queue::SegQueue` and `atomic_waker::AtomicWaker` use plain atomics that loom
 //!   cannot see, so loom-visible stand-ins replace them (a loom `Mutex<VecDeque>` and
