@@ -1,8 +1,9 @@
 //! Helpers shared by the loom models.
 #![allow(dead_code)] // each model file uses a subset
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// An exhaustive model (unless `LOOM_MAX_PREEMPTIONS` is set in the environment).
 pub fn model(f: impl Fn() + Sync + Send + 'static) {
@@ -41,6 +42,80 @@ fn check(builder: loom::model::Builder, f: impl Fn() + Sync + Send + 'static) {
     });
     // ORDERING: Relaxed: `check` has returned; the model's threads are done.
     eprintln!("loom: {} executions", runs.load(Ordering::Relaxed));
+}
+
+/// The distinct outcomes a model's executions reached (a std set outside the model).
+///
+/// Loom's exploration is not complete (tokio-rs/loom#166, #392): its DPOR keeps only the
+/// last access to each atomic, and a load only conflicts with stores, so a thread whose
+/// first operation is a load, or whose read-modify-write follows its own load of the same
+/// word (as in the promise's `release_promise` and `resolve`), may never be scheduled
+/// before an earlier load of the other thread. The channel model `set_vs_last_handle_drop`
+/// without its [`StartLine`] shows it: loom never ran the handle's drop before the
+/// resolver's `is_closed`. So a model whose outcomes can be told apart asserts, after loom
+/// returns, that it reached every outcome the race allows: a blind spot of the exploration
+/// fails the test instead of passing silently.
+#[derive(Clone, Default)]
+pub struct Reached(Arc<Mutex<BTreeSet<String>>>);
+
+impl Reached {
+    /// Records one execution's outcome.
+    pub fn record(&self, outcome: String) {
+        self.0.lock().unwrap().insert(outcome);
+    }
+
+    /// Prints the outcomes reached and asserts that each of `expected` is among them (the
+    /// model's own asserts judge whether an outcome is allowed).
+    pub fn assert_includes(&self, expected: &[&str]) {
+        let reached = self.0.lock().unwrap();
+        // No commas: .ci/run joins the `loom:` lines with them.
+        let list: Vec<&str> = reached.iter().map(String::as_str).collect();
+        eprintln!("loom: outcomes [{}]", list.join("; "));
+        for outcome in expected {
+            assert!(
+                reached.contains(*outcome),
+                "loom never reached `{outcome}` (a blind spot of its exploration?)"
+            );
+        }
+    }
+}
+
+/// A start line for spawned threads: their first loom operation is a store (see
+/// [`StartLine::spawn`]), and the main thread calls [`StartLine::race`] (a load) just before
+/// its own racing operations. The store and the load conflict, so loom also runs each
+/// spawned thread before the main thread's racing part, an order it may miss otherwise (see
+/// [`Reached`]). The line is an atomic of its own: it orders nothing in the library. It
+/// costs executions (the channel models `set_vs_last_handle_drop`: 60 instead of 11,
+/// `set_vs_owned_future_poll_and_drop`: 1 090 instead of 426).
+#[derive(Clone)]
+pub struct StartLine(loom::sync::Arc<loom::sync::atomic::AtomicUsize>);
+
+impl StartLine {
+    /// A line no thread has crossed.
+    pub fn new() -> Self {
+        StartLine(loom::sync::Arc::new(loom::sync::atomic::AtomicUsize::new(
+            0,
+        )))
+    }
+
+    /// Spawns a thread whose first operation is to cross the line.
+    pub fn spawn<T: 'static>(
+        &self,
+        f: impl FnOnce() -> T + 'static,
+    ) -> loom::thread::JoinHandle<T> {
+        let line = self.clone();
+        loom::thread::spawn(move || {
+            // ORDERING: Relaxed: the line orders nothing, it only gives loom a conflict.
+            line.0.store(1, Ordering::Relaxed);
+            f()
+        })
+    }
+
+    /// The main thread's operation just before its racing part.
+    pub fn race(&self) {
+        // ORDERING: Relaxed: as in `spawn`.
+        self.0.load(Ordering::Relaxed);
+    }
 }
 
 /// The global allocator of the loom test binaries: the system's, except that blocks aligned

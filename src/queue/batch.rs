@@ -65,8 +65,9 @@ use std::cell::Cell;
 use std::fmt;
 use std::time::Duration;
 
-/// The most actions one batch runs before the queue yields its thread.
-pub(super) const BATCH_ACTIONS: usize = 128;
+/// The most actions one batch runs before the queue yields its thread: 128 (2 under loom,
+/// so that a model can reach the limit; see [`sync::BATCH_ACTIONS`]).
+pub(super) const BATCH_ACTIONS: usize = sync::BATCH_ACTIONS;
 /// The longest a batch runs (checked every [`CLOCK_EVERY`] actions) before the queue yields.
 pub(super) const BATCH_TIME: Duration = Duration::from_millis(1);
 /// How often (in actions) a batch reads the clock.

@@ -239,7 +239,9 @@ impl WorkerPool {
         self.inner.threads.load(Ordering::Relaxed)
     }
 
-    /// The most pool threads that were alive at once since the pool was built.
+    /// The most pool threads that were alive at once since the pool was built (counted as
+    /// for [`threads`](WorkerPool::threads): at most
+    /// [`max_threads`](WorkerPool::max_threads)).
     ///
     /// ```
     /// use orderslip::{ActionQueue, WorkerPool};
@@ -559,7 +561,7 @@ impl PoolInner {
                     error
                 }
             };
-        // ORDERING: Relaxed, as above.
+        // ORDERING: Relaxed: see `count_in` (before the store of IDLE below).
         this.threads.fetch_sub(1, Ordering::Relaxed);
         // No thread: give the slot back. ORDERING: SeqCst (a Release store, and in one total
         // order with the loads below and with other failing spawners' stores and loads), so

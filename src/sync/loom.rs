@@ -38,6 +38,13 @@ macro_rules! thread_local_one {
 }
 pub(crate) use thread_local_one;
 
+/// A pool-backed queue's batch limit under loom: 2 actions instead of 128, so that a model
+/// reaches the limit (and the batch's yield to the queues behind it) with three actions
+/// rather than 129, which no model could explore. Two, not one, so that a batch still runs
+/// its loop more than once and a model with at most two actions per queue runs them in one
+/// batch, as with 128. (The frozen clock means `BATCH_TIME` never ends a batch under loom.)
+pub(crate) const BATCH_ACTIONS: usize = 2;
+
 /// A frozen clock: the same instant in every execution, so that a model's path never depends
 /// on how long an execution took in real time (a real clock made a model with a 1 s timeout
 /// take another branch when one execution ran over a second on a loaded machine, which loom

@@ -23,6 +23,8 @@
 //!   one OS thread and switches only at its own operations, so a loop that spins on a plain
 //!   std atomic (as a `SegQueue` pop does while a push is half done) is never preempted and
 //!   never ends. Every loop that waits must wait on state the checker sees.
+//! - a pool-backed queue's batch ends after 2 actions under loom, not 128
+//!   ([`BATCH_ACTIONS`]), so that a model reaches the batch limit with three actions.
 //! - thread-locals ([`thread_locals!`](thread_locals)) are the checker's, which belong to its
 //!   threads.
 //! - heap blocks passed around as raw pointers ([`boxed`]) are allocated through

@@ -357,3 +357,7 @@ pub(crate) mod boxed {
         drop(unsafe { Box::from_raw(ptr.cast::<std::mem::ManuallyDrop<T>>()) });
     }
 }
+
+/// The most actions a pool-backed queue's batch runs before the queue yields its thread: 128,
+/// as with std (shuttle explores long runs, and the PCT tests cross the limit).
+pub(crate) const BATCH_ACTIONS: usize = 128;

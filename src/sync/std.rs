@@ -60,6 +60,10 @@ macro_rules! thread_local_one {
 }
 pub(crate) use thread_local_one;
 
+/// The most actions a pool-backed queue's batch runs before the queue yields its thread
+/// (`queue::batch::BATCH_ACTIONS`, whose module docs say why 128).
+pub(crate) const BATCH_ACTIONS: usize = 128;
+
 /// The clock that deadlines are computed from and checked against.
 #[inline]
 pub(crate) fn now() -> std::time::Instant {
