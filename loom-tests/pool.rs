@@ -23,14 +23,15 @@
 //!
 //! The models wait with a [`Signal`] (a loom `Notify`) that the last action sets, rather
 //! than with `submit`'s promise: the promise has models of its own, and it made
-//! `put_vs_hand_back` four to five times larger (13 582 executions at 3 preemptions instead of
-//! 2 890).
+//! `put_vs_hand_back` four to five times larger (13 582 executions at 3 preemptions
+//! instead of 2 890, measured on the pool before its SPINNING state).
 //!
 //! Every model but `close_vs_lingering_thread` is bounded (a preemption bound set per test,
-//! printed by `bounded`): none of them finished exhaustively within 10 minutes
-//! (`put_vs_hand_back` ran 12 minutes). Each gives its measured time and executions; the
-//! suite's total is about 3.5 minutes on a 2-core machine (212 s measured). The outcomes that can be
-//! told apart from outside (which thread ran an action, which queue ran first) are
+//! printed by `bounded`): `put_vs_hand_back`, the smallest, had not finished exhaustively
+//! after 12 minutes (measured on the pool before its SPINNING state was added), and the
+//! others are larger. Each gives its measured time and executions; the
+//! suite's total is about 3.5 minutes on a 2-core machine (212 s measured). The outcomes that
+//! can be told apart from outside (which thread ran an action, which queue ran first) are
 //! asserted to have been reached ([`Reached`]).
 #![cfg(loom)]
 

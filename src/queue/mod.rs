@@ -3,10 +3,10 @@
 //!
 //! # How it works
 //!
-//! Actions go into a lock-free FIFO (`sync::Fifo`: many producers, one consumer), each stored as an
-//! [`Action`](action::Action), and one atomic byte says whether a worker exists and whether it
-//! is parked. Each mechanism has its own module, which draws its state machine and argues why
-//! nothing is lost:
+//! Actions go into a lock-free FIFO (`sync::Fifo`: many producers, one consumer), each stored
+//! as an [`Action`](action::Action), and one atomic byte says whether a worker exists and
+//! whether it is parked. Each mechanism has its own module, which draws its state machine and
+//! argues why nothing is lost:
 //!
 //! - [`worker`]: the IDLE/RUNNING/PARKED worker state machine, why no action is ever
 //!   stranded, how a worker is spawned, runs actions, parks, retires, and what happens when
@@ -500,6 +500,8 @@ impl Builder {
     /// [`WorkerPool`]). Everything else the queue promises holds as for a dedicated queue;
     /// [`stack_size`](Builder::stack_size) and [`keep_alive`](Builder::keep_alive) are the
     /// pool's to set and are ignored here, and the queue's name is used in its log messages.
+    /// Of [`pool`](Builder::pool) and [`executor`](Builder::executor), the last one called
+    /// wins.
     ///
     /// ```
     /// use orderslip::{ActionQueue, WorkerPool};

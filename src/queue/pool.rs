@@ -24,34 +24,34 @@
 //!
 //! - `schedule` pushes the task, then *notifies*: a `fence(SeqCst)`, then it looks at the
 //!   slots: it claims one SPINNING thread (`CAS(SPINNING → RUNNING)`: no system call; the
-//!   thread sees the push while it spins, or its `swap(PARKED)` reads the claim), or else
-//!   wakes one PARKED thread (`CAS(PARKED → RUNNING)` + unpark), or else starts a thread in
-//!   one IDLE slot (`CAS(IDLE → RUNNING)` + spawn), or, if every slot is RUNNING, does
-//!   nothing: a running thread takes the task when its batch ends. So a queue whose one
-//!   thread has just finished a batch (and spins) gets that thread back, not a second one. `put` takes no lock
+//!   thread sees the push while it spins, or its `swap(PARKED)` reads the claim), or else wakes
+//!   one PARKED thread (`CAS(PARKED → RUNNING)` + unpark), or else starts a thread in one IDLE
+//!   slot (`CAS(IDLE → RUNNING)` + spawn), or, if every slot is RUNNING, does nothing: a
+//!   running thread takes the task when its batch ends. So a queue whose one thread has just
+//!   finished a batch (and spins) gets that thread back, not a second one. `put` takes no lock
 //!   and waits for no thread on this path; only waking a parked thread (a futex wake) and a
 //!   spawn (when the pool grows, or after a retirement: with a zero keep-alive, whenever the
 //!   pool goes from idle to busy) make a system call.
-//! - A thread pops tasks and runs their batches until the run queue is empty, spins
-//!   briefly as SPINNING, then `swap(PARKED)`, `fence(SeqCst)`, and re-checks the run queue; if it is
+//! - A thread pops tasks and runs their batches until the run queue is empty, spins briefly as
+//!   SPINNING, then `swap(PARKED)`, `fence(SeqCst)`, and re-checks the run queue; if it is
 //!   still empty it parks until its keep-alive ends and retires with `CAS(PARKED → IDLE)`,
 //!   which fails if a notifier claimed the slot meanwhile.
 //!
-//! **Why no task is stranded.** The notifier's push and the thread's `swap(PARKED)` are
-//! each followed by a `fence(SeqCst)` and then a read of the other's location: in the
-//! fences' single total order, either the notifier's fence comes first, and the thread's
-//! re-check sees the push, or the thread's comes first, and the notifier reads PARKED (or a
-//! later state: RUNNING if the thread took work back, IDLE if it retired) and wakes or
-//! respawns it. A notifier that claims a SPINNING thread writes RUNNING before the thread's
-//! `swap(PARKED)`, which then reads it (the chain of read-modify-writes on the slot), so the
-//! push is visible to the thread's re-check. A notifier that reads RUNNING for every slot has therefore a thread that will
+//! **Why no task is stranded.** The notifier's push and the thread's `swap(PARKED)` are each
+//! followed by a `fence(SeqCst)` and then a read of the other's location: in the fences' single
+//! total order, either the notifier's fence comes first, and the thread's re-check sees the
+//! push, or the thread's comes first, and the notifier reads PARKED (or a later state: RUNNING
+//! if the thread took work back, IDLE if it retired) and wakes or respawns it. A notifier that
+//! claims a SPINNING thread writes RUNNING before the thread's `swap(PARKED)`, which then reads
+//! it (the chain of read-modify-writes on the slot), so the push is visible to the thread's
+//! re-check. A notifier that reads RUNNING for every slot has therefore a thread that will
 //! re-check after its push. A thread leaves only through the retiring CAS, which fails once a
-//! notifier has written RUNNING; so a slot never has two threads, and there are never more
-//! than `max_threads`.
+//! notifier has written RUNNING; so a slot never has two threads, and there are never more than
+//! `max_threads`.
 //!
 //! **Parallelism.** Every notify that finds a SPINNING, PARKED or IDLE slot gets one more
-//! thread running: when n ≤ `max_threads` queues have work, n threads run them at once, even if the
-//! threads already running are blocked inside actions.
+//! thread running: when n ≤ `max_threads` queues have work, n threads run them at once, even if
+//! the threads already running are blocked inside actions.
 //!
 //! **Closing.** The pool counts its *users*: the [`WorkerPool`] handles and the queues built
 //! on it. When the last one goes, no queue exists, so no task is left; the pool is closed
@@ -82,8 +82,8 @@ use std::time::Duration;
 /// threads.
 ///
 /// - Threads start on demand, one per queue with work up to
-///   [`max_threads`](PoolBuilder::max_threads), and retire after being idle for the keep-alive; an idle
-///   pool holds no thread.
+///   [`max_threads`](PoolBuilder::max_threads), and retire after being idle for the keep-alive;
+///   an idle pool holds no thread.
 /// - A queue runs at most a batch (128 actions or about a millisecond) before its thread
 ///   moves on to the next waiting queue, so a queue with endless work cannot starve the
 ///   others.
@@ -178,7 +178,8 @@ struct Slot {
 
 impl WorkerPool {
     /// The keep-alive of [`WorkerPool::new`]: how long an idle pool thread lingers (parked)
-    /// before it retires. The same as [`ActionQueue::DEFAULT_KEEP_ALIVE`](crate::ActionQueue::DEFAULT_KEEP_ALIVE).
+    /// before it retires. The same as
+    /// [`ActionQueue::DEFAULT_KEEP_ALIVE`](crate::ActionQueue::DEFAULT_KEEP_ALIVE).
     pub const DEFAULT_KEEP_ALIVE: Duration = Duration::from_millis(100);
 
     /// A pool of up to [`std::thread::available_parallelism`] threads (1 if that is unknown)
@@ -461,10 +462,11 @@ impl PoolInner {
         }
     }
 
-    /// After a push onto the run queue: wakes a parked thread or starts one in an empty
-    /// slot, unless every slot's thread is running (then one of them takes the task). Returns
-    /// `false` if no thread is alive and none could be started.
-    fn notify(this: &Arc<Self>) -> bool {
+    /// After a push onto the run queue: claims a spinning thread, wakes a parked one or
+    /// starts one in an empty slot, unless every slot's thread is running (then one of them
+    /// takes the task). If the start fails with no thread alive, `spawn` unschedules the
+    /// queued tasks.
+    fn notify(this: &Arc<Self>) {
         // Pairs with the fence a thread issues after its swap(PARKED) before it re-checks
         // the run queue (see the module docs).
         fence(Ordering::SeqCst);
@@ -484,7 +486,7 @@ impl PoolInner {
                         Ordering::AcqRel,
                         Ordering::Relaxed,
                     ) {
-                        Ok(_) => return true,
+                        Ok(_) => return,
                         Err(_) => changed = true,
                     }
                 }
@@ -503,7 +505,7 @@ impl PoolInner {
                     ) {
                         Ok(_) => {
                             slot.parker.unpark();
-                            return true;
+                            return;
                         }
                         Err(_) => changed = true,
                     }
@@ -527,7 +529,7 @@ impl PoolInner {
             }
             if !changed {
                 // Every slot's thread runs, and re-checks the run queue before it parks.
-                return true;
+                return;
             }
         }
     }
@@ -543,14 +545,14 @@ impl PoolInner {
         self.peak.fetch_max(alive, Ordering::Relaxed);
     }
 
-    /// Starts the thread of slot `index`, whose state we moved from IDLE. Returns `false` if
-    /// that failed while no other pool thread is alive.
+    /// Starts the thread of slot `index`, whose state we moved from IDLE. If that fails while
+    /// no other pool thread is alive, unschedules the queued tasks (see the module docs).
     #[cold]
-    fn spawn(this: &Arc<Self>, index: usize) -> bool {
+    fn spawn(this: &Arc<Self>, index: usize) {
         this.count_in();
         let error =
             match panic::catch_unwind(AssertUnwindSafe(|| PoolInner::try_spawn(this, index))) {
-                Ok(Ok(())) => return true,
+                Ok(Ok(())) => return,
                 Ok(Err(error)) => error.to_string(),
                 Err(payload) => {
                     let error = format!(
@@ -610,7 +612,6 @@ impl PoolInner {
                 task.unschedule();
             }
         }
-        !stalled
     }
 
     fn try_spawn(this: &Arc<Self>, index: usize) -> std::io::Result<()> {
@@ -632,8 +633,7 @@ impl PoolInner {
         let this = &exit.pool;
         let slot = &this.slots[index];
         'work: loop {
-            while let Some(task) = this.run_queue.pop() {
-                let mut task = task;
+            while let Some(mut task) = this.run_queue.pop() {
                 // Run the queue's batches; after each, move on if another queue waits.
                 while let Some(again) = task.run_here() {
                     if this.run_queue.is_empty() {

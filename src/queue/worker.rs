@@ -1,9 +1,9 @@
 //! The worker: the IDLE/RUNNING/PARKED state machine that keeps exactly one worker thread
 //! alive while there is work, and what the queue and its workers share ([`Shared`]).
 //!
-//! Actions go into a lock-free FIFO ([`Fifo`], many producers and one consumer: the worker). One atomic byte, `state`
-//! (an [`AtomicWorkerState`] holding a [`WorkerState`]), says whether a worker exists and
-//! whether it is parked:
+//! Actions go into a lock-free FIFO ([`Fifo`], many producers and one consumer: the worker).
+//! One atomic byte, `state` (an [`AtomicWorkerState`] holding a [`WorkerState`]), says whether
+//! a worker exists and whether it is parked:
 //!
 //! ```text
 //!             put: swap(RUNNING) saw IDLE → spawn a worker

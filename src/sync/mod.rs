@@ -195,8 +195,8 @@ pub(crate) mod spawn_faults {
         Panic,
     }
 
-    // Std thread-locals even under loom and shuttle: the counters belong to the test's real thread and
-    // guard no protocol.
+    // Std thread-locals even under loom and shuttle: the counters belong to the test's real
+    // thread and guard no protocol.
     std::thread_local! {
         static FAIL_SPAWNS: Cell<usize> = const { Cell::new(0) };
         static PANIC_SPAWNS: Cell<usize> = const { Cell::new(0) };

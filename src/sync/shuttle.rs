@@ -1,6 +1,7 @@
-//! The shuttle backend of the shim (`RUSTFLAGS="--cfg shuttle"`): [shuttle](https://docs.rs/shuttle)'s
-//! atomics, locks, threads and thread-locals, and shuttle-visible stand-ins for what shuttle
-//! cannot see into. See the [parent module](super) for the list of differences.
+//! The shuttle backend of the shim (`RUSTFLAGS="--cfg shuttle"`):
+//! [shuttle](https://docs.rs/shuttle)'s atomics, locks, threads and thread-locals, and
+//! shuttle-visible stand-ins for what shuttle cannot see into. See the [parent module](super)
+//! for the list of differences.
 //!
 //! Shuttle runs every thread of a test on one OS thread and switches between them only at
 //! its own operations (an atomic access, a lock, a park, a yield, a spawn). A loop that
